@@ -1,0 +1,245 @@
+"""How fast this project trains a cell, against a plain `model.fit` (targets in the output).
+
+(a) plain:   the cell's architecture (`stages.lib.model.build_model`), compiled with Keras' defaults
+             (steps_per_execution=1, no op determinism), `model.fit` on the numpy arrays.
+(b) project: `stages.train.run` in a scratch project: the whole code path, with steps_per_execution
+             from params.yaml, op determinism, a checkpoint every epoch, per-epoch MLflow logging,
+             the logged model and the DVC outputs.
+
+Both use the same cell, data, batch size and epochs (early stopping off, so both train every
+epoch), verbose=2. Every trial is a fresh process and (a) and (b) alternate, so load from other
+processes hits both alike. Epoch time is the time between consecutive epoch ends (checkpointing
+and logging included); the median over epochs 2..N is the steady state, epoch 1 (tracing) is shown
+apart. Test accuracy is measured on the test split after training (train itself never reads it).
+
+Then whole `mlpstudy train` processes are timed: their fixed cost is the wall time minus the sum of
+`epoch_seconds` in their history.csv (so per-epoch checkpointing and logging count as fixed cost),
+next to the wall time of `python -c "import tensorflow"` measured in between.
+
+Data: --data DIR (train/validation/test .npz), else data/prepared if present, else synthetic digits.
+
+    .venv/bin/python benchmarks/train_speed.py [--data DIR] [--epochs 5] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SPLITS = ("train", "validation", "test")
+LABELS = {"plain": "(a) plain", "project": "(b) project"}
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+# ------------------------------------------------------------------------- inside a trial process
+def epoch_clock() -> Any:
+    """A callback noting when training begins and when each epoch ends."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.begin = 0.0
+            self.ends: list[float] = []
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.begin = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.ends.append(time.perf_counter())
+
+    return EpochClock()
+
+
+def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
+    from stages.lib.config import load_params, make_cell
+    from stages.lib.paths import Paths
+    from stages.lib.prepared import load_split
+
+    paths = Paths.at(scratch)
+    params = load_params(paths.params)
+    activation, initializer, optimizer, seed = cell_key.rsplit("-", 3)
+    cell = make_cell(activation, initializer, optimizer, int(seed))
+    clock = epoch_clock()
+    result: dict[str, Any] = {}
+    if kind == "plain":
+        import keras
+
+        from stages.lib.model import build_model, make_optimizer
+
+        model = build_model(cell, params.train)
+        model.compile(
+            optimizer=make_optimizer(cell.optimizer, params.train),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        images, labels = load_split(paths, "train")
+        model.fit(
+            images,
+            labels,
+            batch_size=params.train.batch_size,
+            epochs=params.train.epochs,
+            validation_data=load_split(paths, "validation"),
+            callbacks=[clock],
+            verbose=2,
+        )
+    else:
+        import keras
+
+        from stages import train as stage
+        from stages.lib import tracking_log
+
+        log_model = tracking_log.log_keras_model
+
+        def timed_log_model(*args: Any, **kwargs: Any) -> str:
+            start = time.perf_counter()
+            uri = log_model(*args, **kwargs)
+            result["log_model_seconds"] = time.perf_counter() - start
+            return uri
+
+        tracking_log.log_keras_model = timed_log_model
+        project_callbacks = stage.extra_callbacks  # the diagnostics count as project cost
+        stage.extra_callbacks = lambda context: [*project_callbacks(context), clock]
+        stage.run(params, cell, paths)
+        model = keras.models.load_model(paths.model_dir(cell.key) / "model.keras")
+    test_images, test_labels = load_split(paths, "test")
+    scores = model.evaluate(test_images, test_labels, batch_size=1024, verbose=0, return_dict=True)
+    ends = [clock.begin, *clock.ends]
+    epochs = [after - before for before, after in itertools.pairwise(ends)]
+    return {**result, "epoch_seconds": epochs, "test_accuracy": scores["accuracy"]}
+
+
+# ------------------------------------------------------------------------------ the orchestrator
+def prepare(scratch: Path, data: Path | None, epochs: int) -> str:
+    """A scratch project: the real params.yaml (early stopping off) and the data. Returns source."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=epochs, early_stopping_patience=None)
+    (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    prepared = scratch / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    data = data or (ROOT / "data" / "prepared")
+    if all((data / f"{split}.npz").is_file() for split in SPLITS):
+        for split in SPLITS:
+            (prepared / f"{split}.npz").symlink_to((data / f"{split}.npz").resolve())
+        return str(data)
+    from synthetic import make_digits
+
+    for split, count, seed in (
+        ("train", 50_000, 0),
+        ("validation", 10_000, 1),
+        ("test", 10_000, 2),
+    ):
+        images, labels = make_digits(count, seed)
+        np.savez(prepared / f"{split}.npz", images=images, labels=labels)
+    return "synthetic digits (50000/10000/10000)"
+
+
+def run_trial(kind: str, scratch: Path, cell: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--trial", kind, "--scratch", str(scratch), "--cell", cell]
+    result = subprocess.run(command, capture_output=True, text=True, env=clean_environment())
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} trial failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def clean_environment() -> dict[str, str]:
+    drop = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME")
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
+def wall_seconds(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=clean_environment())
+    return time.perf_counter() - start
+
+
+def summed_epoch_seconds(history: Path) -> float:
+    with history.open(newline="") as handle:
+        return sum(float(row["epoch_seconds"]) for row in csv.DictReader(handle))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cell", default="relu-he_normal-adam-0")
+    parser.add_argument("--trial", choices=("plain", "project"), help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        print(json.dumps(trial(args.trial, args.scratch, args.cell)))
+        return
+
+    scratch = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    source = prepare(scratch, args.data, args.epochs)
+    print(f"data: {source}; cell {args.cell}; {args.epochs} epochs; scratch project {scratch}")
+    results: dict[str, list[dict[str, Any]]] = {"plain": [], "project": []}
+    for repeat in range(args.repeats):
+        for kind in ("plain", "project") if repeat % 2 == 0 else ("project", "plain"):
+            results[kind].append(run_trial(kind, scratch, args.cell))
+            epochs = " ".join(f"{s:.2f}" for s in results[kind][-1]["epoch_seconds"])
+            print(f"  {LABELS[kind]:12s} trial {repeat + 1}: epochs {epochs}")
+
+    steady = {
+        kind: statistics.median(s for r in runs for s in r["epoch_seconds"][1:])
+        for kind, runs in results.items()
+    }
+    first = {
+        kind: statistics.median(r["epoch_seconds"][0] for r in runs)
+        for kind, runs in results.items()
+    }
+    accuracy = {
+        kind: statistics.mean(r["test_accuracy"] for r in runs) for kind, runs in results.items()
+    }
+    print(f"\nepoch time (median of epochs 2..{args.epochs}; first epoch apart):")
+    for kind in results:
+        print(f"  {LABELS[kind]:12s} {steady[kind]:6.3f} s   first epoch {first[kind]:6.3f} s")
+    print(f"  {'ratio b/a':12s} {steady['project'] / steady['plain']:6.3f}     (target <= 0.6)")
+    print("test accuracy (mean over trials):")
+    for kind in results:
+        print(f"  {LABELS[kind]:12s} {accuracy[kind]:.4f}")
+    gap = abs(accuracy["project"] - accuracy["plain"]) * 100
+    print(f"  {'difference':12s} {gap:.2f} points (target <= 0.3)")
+    log_model = [r["log_model_seconds"] for r in results["project"]]
+    print(f"mlflow.keras.log_model: {' '.join(f'{s:.3f}' for s in log_model)} s")
+
+    import_walls, fixed = [], []
+    key = args.cell
+    history = scratch / "reports" / "train" / key / "history.csv"
+    command = [str(BIN / "mlpstudy"), "train", "--root", str(scratch)]
+    activation, initializer, optimizer, seed = key.rsplit("-", 3)
+    command += ["--activation", activation, "--initializer", initializer]
+    command += ["--optimizer", optimizer, "--seed", seed]
+    print("\nwhole processes (the MLflow store already exists, as for every cell but the first):")
+    for _ in range(args.repeats):
+        import_walls.append(wall_seconds([sys.executable, "-c", "import tensorflow"], scratch))
+        wall = wall_seconds(command, scratch)
+        fixed.append(wall - summed_epoch_seconds(history))
+        print(f"  mlpstudy train: wall {wall:6.2f} s, fixed {fixed[-1]:5.2f} s")
+    tensorflow_import = statistics.median(import_walls)
+    print(f"  python -c 'import tensorflow': {tensorflow_import:.2f} s (median)")
+    fixed_cost = statistics.median(fixed)
+    print(
+        f"  fixed cost {fixed_cost:.2f} s = {fixed_cost / tensorflow_import:.2f} x import "
+        "tensorflow (target <= 1.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared pieces of the stages: configuration, paths, IDX files, MLflow tracking."""

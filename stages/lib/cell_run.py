@@ -1,0 +1,90 @@
+"""The MLflow run of a training cell: its tags, its continuation after a kill, its logged model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from stages.lib import resume, tracking, tracking_log
+from stages.lib.config import Cell, Params
+from stages.lib.device import Placement
+from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
+from stages.lib.paths import Paths
+
+
+def keras_configuration(model: keras.Model) -> dict[str, Any]:
+    """The model's and optimizer's Keras configuration as plain JSON values."""
+    return {
+        "model": json.loads(model.to_json()),
+        "optimizer": json.loads(json.dumps(model.optimizer.get_config(), default=str)),
+        "keras_version": keras.__version__,
+    }
+
+
+def tags(
+    params: Params,
+    cell: Cell,
+    paths: Paths,
+    digest: str,
+    data_digests: dict[str, str],
+    placement: Placement,
+) -> dict[str, str]:
+    commit = tracking.git_commit(paths.root)
+    tags = {
+        "kind": tracking.CELL_KIND,
+        "study": params.study.name,
+        "cell": cell.key,
+        "dvc_stage": os.environ.get("DVC_STAGE", f"train@{cell.key}"),
+        "git_commit": commit,
+        "config_digest": digest,
+        **{f"data.{name}_digest": value for name, value in data_digests.items()},
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "device": placement.label,
+    }
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def continue_or_create(
+    experiment: tracking.Experiment,
+    folder: Path,
+    cell: Cell,
+    params: dict[str, str],
+    tags: dict[str, str],
+) -> str:
+    """The run a killed process left in `folder` (its tags refreshed), else a new run."""
+    run_id = resume.read_run_file(folder).get("run_id")
+    if run_id is not None and tracking.run_exists(experiment, run_id):
+        tracking.set_tags(experiment, run_id, tags)
+        return run_id
+    resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
+    run_id = tracking.create_run(experiment, cell.key, params, tags)
+    resume.update_run_file(folder, run_id=run_id)
+    return run_id
+
+
+def log_model_once(
+    model: keras.Model,
+    folder: Path,
+    run_id: str,
+    metrics: dict[str, Any],
+    experiment: tracking.Experiment,
+) -> str:
+    """Summary metrics and the model, logged once even if a process dies after logging them."""
+    logged = resume.read_run_file(folder).get("model_uri")
+    if logged:
+        return logged
+    tracking_log.log_summary(experiment.client, run_id, metrics)
+    signature = tracking_log.classifier_signature(IMAGE_SHAPE, NUM_CLASSES)
+    model_uri = tracking_log.log_keras_model(model, signature)
+    resume.update_run_file(folder, model_uri=model_uri)
+    return model_uri

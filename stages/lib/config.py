@@ -1,0 +1,330 @@
+"""`params.yaml`, read and validated in one place into typed config objects.
+
+Every stage calls :func:`load_params` first, so a typo, a wrong type or an out-of-range value stops
+the stage before any work, with a one-line message naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# The supported names. The typed maps below list the hyperparameters of each.
+Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "gelu"]
+Initializer = Literal[
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_normal",
+    "random_normal",
+    "truncated_normal",
+    "variance_scaling",
+    "zeros",
+]
+Optimizer = Literal["sgd", "rmsprop", "adagrad", "adam", "adamw", "nadam"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INITIALIZERS: tuple[str, ...] = get_args(Initializer)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration or input; the message is one line meant for the user."""
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, and no value is coerced from another type ("0.1" is not 0.1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------------------- sections
+class StudyParams(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class DownloadParams(Strict):
+    mirrors: Annotated[list[str], Field(min_length=1)]
+    timeout_seconds: PositiveFloat = 30.0
+    retries: NonNegativeInt = 1
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirror_urls(cls, mirrors: list[str]) -> list[str]:
+        for mirror in mirrors:
+            if not re.match(r"^(https?|file)://", mirror):
+                raise ValueError(f"{mirror!r} is not an http://, https:// or file:// URL")
+        return mirrors
+
+
+class PreprocessParams(Strict):
+    validation_size: PositiveInt
+    split_seed: NonNegativeInt
+    sample_grid: Annotated[int, Field(ge=1, le=20)] = 8
+
+
+class NoHyperparameters(Strict):
+    pass
+
+
+class LeakyReluParams(Strict):
+    negative_slope: Annotated[float, Field(gt=0, lt=1)] = 0.2
+
+
+class EluParams(Strict):
+    alpha: PositiveFloat = 1.0
+
+
+class ActivationParams(Strict):
+    relu: NoHyperparameters = NoHyperparameters()
+    tanh: NoHyperparameters = NoHyperparameters()
+    sigmoid: NoHyperparameters = NoHyperparameters()
+    leaky_relu: LeakyReluParams = LeakyReluParams()
+    elu: EluParams = EluParams()
+    selu: NoHyperparameters = NoHyperparameters()
+    gelu: NoHyperparameters = NoHyperparameters()
+
+
+class StddevParams(Strict):
+    stddev: PositiveFloat = 0.05
+
+
+class VarianceScalingParams(Strict):
+    scale: PositiveFloat = 1.0
+    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
+    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"] = "truncated_normal"
+
+
+class InitializerParams(Strict):
+    glorot_uniform: NoHyperparameters = NoHyperparameters()
+    glorot_normal: NoHyperparameters = NoHyperparameters()
+    he_uniform: NoHyperparameters = NoHyperparameters()
+    he_normal: NoHyperparameters = NoHyperparameters()
+    lecun_normal: NoHyperparameters = NoHyperparameters()
+    random_normal: StddevParams = StddevParams()
+    truncated_normal: StddevParams = StddevParams()
+    variance_scaling: VarianceScalingParams = VarianceScalingParams()
+    zeros: NoHyperparameters = NoHyperparameters()
+
+
+class SgdParams(Strict):
+    learning_rate: PositiveFloat = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: bool = False
+
+
+class RmspropParams(Strict):
+    learning_rate: PositiveFloat = 0.001
+    rho: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class AdagradParams(Strict):
+    learning_rate: PositiveFloat = 0.001
+    initial_accumulator_value: PositiveFloat = 0.1
+
+
+class AdamParams(Strict):
+    learning_rate: PositiveFloat = 0.001
+    beta_1: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    beta_2: Annotated[float, Field(gt=0, lt=1)] = 0.999
+
+
+class AdamwParams(AdamParams):
+    weight_decay: NonNegativeFloat = 0.004
+
+
+class OptimizerParams(Strict):
+    sgd: SgdParams = SgdParams()
+    rmsprop: RmspropParams = RmspropParams()
+    adagrad: AdagradParams = AdagradParams()
+    adam: AdamParams = AdamParams()
+    adamw: AdamwParams = AdamwParams()
+    nadam: AdamParams = AdamParams()
+
+
+class DiagnosticsParams(Strict):
+    enabled: bool = True
+    probe_size: Annotated[int, Field(ge=1, le=4096)] = 256
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"values must be unique, but {', '.join(duplicates)} appears twice")
+    return values
+
+
+class TrainParams(Strict):
+    # The study grid: one `train@<cell>` DVC stage per combination.
+    activation: Annotated[list[Activation], Field(min_length=1)]
+    initializer: Annotated[list[Initializer], Field(min_length=1)]
+    optimizer: Annotated[list[Optimizer], Field(min_length=1)]
+    seed: Annotated[list[NonNegativeInt], Field(min_length=1)]
+    # Shared by every cell.
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    dropout: Fraction = 0.0
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    early_stopping_patience: PositiveInt | None = None
+    steps_per_execution: PositiveInt = 64
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    distribute: Literal["none", "mirrored"] = "none"
+    diagnostics: DiagnosticsParams = DiagnosticsParams()
+    # Hyperparameters of each name; a cell reads the entries of its own names.
+    activations: ActivationParams = ActivationParams()
+    initializers: InitializerParams = InitializerParams()
+    optimizers: OptimizerParams = OptimizerParams()
+
+    @field_validator("activation", "initializer", "optimizer", "seed")
+    @classmethod
+    def _unique_factors(cls, values: list[Any]) -> list[Any]:
+        return _unique(values)
+
+
+class EvaluateParams(Strict):
+    batch_size: PositiveInt = 1024
+    misclassified_shown: Annotated[int, Field(ge=1, le=100)] = 36
+
+
+class ReportParams(Strict):
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+
+
+class Params(Strict):
+    """The whole of `params.yaml`; one section per stage plus the study's name."""
+
+    study: StudyParams
+    download: DownloadParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+
+# ------------------------------------------------------------------------------------ one grid cell
+class Cell(BaseModel):
+    """One combination of the study grid; `key` matches DVC's `train@<key>` matrix stage name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    activation: Activation
+    initializer: Initializer
+    optimizer: Optimizer
+    seed: NonNegativeInt
+
+    @property
+    def key(self) -> str:
+        return f"{self.activation}-{self.initializer}-{self.optimizer}-{self.seed}"
+
+
+def grid(train: TrainParams) -> list[Cell]:
+    """Every cell of the study grid, in the order DVC expands the matrix."""
+    return [
+        Cell(activation=a, initializer=i, optimizer=o, seed=s)
+        for a in train.activation
+        for i in train.initializer
+        for o in train.optimizer
+        for s in train.seed
+    ]
+
+
+def make_cell(activation: str, initializer: str, optimizer: str, seed: int) -> Cell:
+    """A cell from command-line values, with the same one-line errors as `params.yaml`."""
+    for key, value, allowed in (
+        ("activation", activation, ACTIVATIONS),
+        ("initializer", initializer, INITIALIZERS),
+        ("optimizer", optimizer, OPTIMIZERS),
+    ):
+        if value not in allowed:
+            raise ConfigError(
+                f"{key}: {value!r} is not supported{_suggest(value, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    if seed < 0:
+        raise ConfigError(f"seed: {seed} is not allowed; a seed is an integer >= 0")
+    return Cell(activation=activation, initializer=initializer, optimizer=optimizer, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_params(path: Path) -> Params:
+    """Read and validate `params.yaml`; raise :class:`ConfigError` with a one-line message."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the parameters file ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {raw!r}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    """One validation error as one line: key, value, what is allowed.
+
+    Unknown keys come first: a misspelt key also shows up as the missing key it was meant to be.
+    """
+    errors = error.errors(include_url=False)
+    first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
+    loc = first["loc"]
+    key = ".".join(str(part) for part in loc)
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(Params, loc[:-1])
+        prefix = "".join(f"{part}." for part in loc[:-1] if not isinstance(part, int))
+        return (
+            f"unknown key {key!r}{_suggest(str(loc[-1]), valid, prefix)}; "
+            f"allowed here: {', '.join(valid)}"
+        )
+    if first["type"] == "missing":
+        return f"missing key {key!r}"
+    if first["type"] == "literal_error":
+        allowed = _literal_choices(first)
+        return (
+            f"{key}: {value!r} is not supported{_suggest(str(value), allowed)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {value!r})"
+
+
+def _suggest(name: str, valid: tuple[str, ...] | list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
+
+
+def _literal_choices(error: Any) -> tuple[str, ...]:
+    expected = error.get("ctx", {}).get("expected", "")
+    return tuple(re.findall(r"'([^']*)'", expected))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the (nested) model at `loc`."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,53 @@
+"""Where a cell trains (CPU, one GPU, or mirrored over all GPUs), and deterministic runtime setup.
+
+Both must happen before TensorFlow creates its first tensor: hiding GPUs and enabling op
+determinism are refused or ignored once the runtime is initialised.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from stages.lib.config import ConfigError, TrainParams
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The strategy to build and compile under, and a label of the device actually used."""
+
+    strategy: Any  # tf.distribute.Strategy; the default strategy places ops on one device
+    label: str  # "CPU:0", "GPU:0" or "mirrored:<replicas>"
+
+    def scope(self) -> AbstractContextManager[Any]:
+        return self.strategy.scope()
+
+
+def select_device(train: TrainParams) -> Placement:
+    """Apply `train.device` and `train.distribute`; raise ConfigError for a GPU that is absent."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if train.device == "gpu" and not gpus:
+        raise ConfigError(
+            "train.device: 'gpu' but TensorFlow sees no GPU; allowed: auto, cpu, gpu (with a GPU)"
+        )
+    if train.device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    if train.distribute == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        return Placement(strategy, f"mirrored:{strategy.num_replicas_in_sync}")
+    return Placement(tf.distribute.get_strategy(), "GPU:0" if gpus else "CPU:0")
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same process start -> bitwise identical weights and metrics (on CPU).
+
+    Seeds Python, NumPy, TensorFlow and Keras at once, and makes TensorFlow pick deterministic
+    kernels (which also turns off XLA auto-clustering).
+    """
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,78 @@
+"""Every path of the project, defined once, relative to the project root.
+
+`dvc.yaml` declares the same paths as deps and outs; tests/test_layout.py checks they agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MNIST_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str = ".") -> Paths:
+        return cls(Path(root).resolve())
+
+    # --- inputs
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    # --- download
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    # --- preprocess
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def preprocess_reports(self) -> Path:
+        return self.root / "reports" / "preprocess"
+
+    # --- train (one folder per grid cell)
+    def model_dir(self, cell_key: str) -> Path:
+        return self.root / "data" / "models" / cell_key
+
+    def train_reports(self, cell_key: str) -> Path:
+        return self.root / "reports" / "train" / cell_key
+
+    # --- evaluate
+    def export_dir(self, cell_key: str) -> Path:
+        return self.root / "data" / "exported" / cell_key
+
+    def evaluate_reports(self, cell_key: str) -> Path:
+        return self.root / "reports" / "evaluate" / cell_key
+
+    # --- report
+    @property
+    def study_report(self) -> Path:
+        return self.root / "reports" / "study"
+
+    # --- outside DVC's outputs
+    @property
+    def checkpoints(self) -> Path:
+        """Per-epoch training checkpoints, keyed by each cell's full configuration."""
+        return self.root / ".mlpstudy" / "checkpoints"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """The default MLflow tracking store (`mlflow ui` run from the root opens it)."""
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"

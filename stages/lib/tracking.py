@@ -1,0 +1,204 @@
+"""The MLflow side of the study: which store, which experiment, and the runs in it.
+
+train, evaluate, report and compare all go through here, so they agree on the store and on how a
+cell's run is found. The store is `$MLFLOW_TRACKING_URI` when set, else `mlflow.db` at the project
+root (`$DVC_ROOT` when DVC runs the stage, so every cell of a `dvc repro` writes one store).
+A fresh sqlite store is created under an exclusive file lock: cells started in parallel would
+otherwise race on creating its tables and the study's experiment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Param, Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from stages.lib.errors import StageError
+from stages.lib.paths import Paths
+
+HEALTH_TIMEOUT_SECONDS = 5.0
+CELL_KIND = "cell"  # value of the `kind` tag on each cell's run (the report's run has another)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The study's experiment in a reachable store."""
+
+    tracking_uri: str
+    experiment_id: str
+    name: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+
+def tracking_root(paths: Paths) -> Paths:
+    """The project root that holds the default store: `$DVC_ROOT` when DVC runs the stage."""
+    dvc_root = os.environ.get("DVC_ROOT")
+    return Paths.at(dvc_root) if dvc_root else paths
+
+
+def tracking_uri(paths: Paths) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_root(paths).mlflow_db}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores and in-memory sqlite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+
+
+def open_experiment(study_name: str, paths: Paths) -> Experiment:
+    """Check or create the store, get or create the study's experiment, make it MLflow's default.
+
+    Raises StageError naming the URI when a tracking server does not answer, before any work.
+    """
+    uri = tracking_uri(paths)
+    mlflow.set_tracking_uri(uri)
+    database = sqlite_file(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
+    if database is None:
+        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    artifacts = database.parent / paths.mlflow_artifacts.name
+    with _exclusive(database.with_name(database.name + "-lock")):
+        return Experiment(uri, _get_or_create(uri, study_name, artifacts.as_uri()), study_name)
+
+
+def _check_server(uri: str) -> None:
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_SECONDS) as response:
+            response.read()
+    except (OSError, ValueError) as error:
+        raise StageError(
+            f"MLFLOW_TRACKING_URI: the MLflow server {uri} is not reachable ({error}); "
+            "start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root"
+        ) from None
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
+    client = MlflowClient(uri)  # the first call on a fresh sqlite store creates its tables
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise StageError(
+            f"study.name: the MLflow experiment {name!r} is deleted in {uri}; restore it "
+            f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
+            "or choose another study.name"
+        )
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created meanwhile by another process (remote stores only)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def create_run(
+    experiment: Experiment, run_name: str, params: Mapping[str, str], tags: Mapping[str, str]
+) -> str:
+    """A new run with its params and tags, in one call to the store; returns its id."""
+    client = experiment.client
+    run = client.create_run(experiment.experiment_id, run_name=run_name, tags=dict(tags))
+    client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _param(key: str, value: str) -> Param:
+    return Param(key, value)
+
+
+def run_exists(experiment: Experiment, run_id: str) -> bool:
+    """Whether `run_id` is a live run of the experiment (a deleted store or run is not)."""
+    try:
+        run = experiment.client.get_run(run_id)
+    except MlflowException:
+        return False
+    return (
+        run.info.experiment_id == experiment.experiment_id and run.info.lifecycle_stage == "active"
+    )
+
+
+def set_tags(experiment: Experiment, run_id: str, tags: Mapping[str, str]) -> None:
+    experiment.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+
+
+@contextmanager
+def active_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """Make an existing run MLflow's active run (status RUNNING; FINISHED or FAILED on exit)."""
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+@contextmanager
+def open_run(run_id: str, paths: Paths) -> Iterator[mlflow.ActiveRun]:
+    """For later stages: continue a cell's run (the id in its run.json) to log more into it."""
+    uri = tracking_uri(paths)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    with active_run(run_id) as run:
+        yield run
+
+
+def git_commit(root: Path) -> str:
+    """The commit checked out at `root`, or "unknown" outside a git repository."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def find_runs(study_name: str, tracking_uri: str) -> list[Run]:
+    """Every cell run of the study, newest first (compare and report read them)."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study_name)
+    if experiment is None:
+        return []
+    runs: list[Run] = []
+    page_token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.kind = '{CELL_KIND}'",
+            order_by=["attributes.start_time DESC"],
+            page_token=page_token,
+        )
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs

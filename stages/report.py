@@ -1,0 +1,109 @@
+"""Stage `report`: the whole study compared, as tables, figures, a summary and one MLflow run.
+
+It reads exactly the cells of the current grid (files left by values since removed from
+`params.yaml` are ignored) and stops before any work, naming the cell and the stage to run, when
+one of them has no results yet. Everything lands in reports/study/:
+
+- cells.csv (one row per cell), combinations.csv (per combination over seeds: mean, std, CI, n),
+  summary.json (DVC metrics: best and worst combination, number of cells);
+- figures/*.png; summary.md (open it first) and index.html (self-contained, figures embedded);
+- the same folder as the artifacts of the study's `study-report` MLflow run (see report_run.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.lib import diagnostic_figures, study_document, study_figures, tracking
+from stages.lib.atomic import atomic_path, write_json, write_text
+from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
+from stages.lib.config import Params, grid
+from stages.lib.paths import Paths
+from stages.lib.report_run import log_report
+from stages.lib.study_html import to_html, to_markdown
+from stages.lib.study_table import (
+    cells_table,
+    combinations_table,
+    main_effects,
+    start_and_end,
+    summary_metrics,
+)
+
+FIGURES_FOLDER = "figures"
+
+
+def run(params: Params, paths: Paths) -> dict[str, Any]:
+    """Write reports/study/ for the current grid, log it to MLflow; return summary.json's data."""
+    cells = grid(params.train)
+    confidence = params.report.confidence
+    diagnostics_on = params.train.diagnostics.enabled
+    table = cells_table(paths, cells, diagnostics_on)  # ConfigError before any work
+    experiment = tracking.open_experiment(params.study.name, paths)  # StageError if unreachable
+    combinations = combinations_table(table, confidence)
+    histories = pd.concat([read_history(paths, cell) for cell in cells], ignore_index=True)
+    diagnostics = (
+        pd.concat([read_diagnostics(paths, cell) for cell in cells], ignore_index=True)
+        if diagnostics_on
+        else None
+    )
+
+    effects = main_effects(table, confidence)
+    folder = paths.study_report
+    drawn = draw_figures(params, combinations, effects, histories, diagnostics, folder)
+    summary = summary_metrics(table, combinations, confidence)
+    _write_csv(table, folder / "cells.csv")
+    _write_csv(combinations, folder / "combinations.csv")
+    write_json(folder / "summary.json", summary)
+    title, blocks = study_document.build(params, table, combinations, effects, drawn)
+    write_text(folder / "summary.md", to_markdown(title, blocks, FIGURES_FOLDER))
+    write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
+    run_id = log_report(experiment, params, paths.root, folder, summary)
+    return {**summary, "mlflow_run_id": run_id}
+
+
+def draw_figures(
+    params: Params,
+    combinations: pd.DataFrame,
+    effects: pd.DataFrame,
+    histories: pd.DataFrame,
+    diagnostics: pd.DataFrame | None,
+    folder: Path,
+) -> list[str]:
+    """Draw every figure the data allows; remove figures of an earlier report that no longer
+    apply (e.g. diagnostics turned off). Returns the file names drawn."""
+    train, confidence = params.train, params.report.confidence
+    target = folder / FIGURES_FOLDER
+    levels = {factor: list(getattr(train, factor)) for factor in FACTORS}
+    settings = {name: getattr(train.activations, name).model_dump() for name in train.activation}
+    # name -> drawing, each called with its target file as the last argument.
+    drawings: dict[str, Callable[[Path], None]] = {
+        "main_effects.png": partial(study_figures.save_main_effects, effects, confidence),
+        "interactions.png": partial(study_figures.save_interactions, combinations, levels),
+        "learning_curves.png": partial(study_figures.save_learning_curves, histories, levels),
+        "per_digit.png": partial(study_figures.save_per_digit, combinations),
+        "activations.png": partial(diagnostic_figures.save_activations, train.activation, settings),
+    }
+    if diagnostics is not None and not diagnostics.empty:
+        drawings["gradient_norms.png"] = partial(
+            diagnostic_figures.save_gradient_norms, diagnostics, train.activation
+        )
+        drawings["dead_saturated.png"] = partial(
+            diagnostic_figures.save_dead_saturated, start_and_end(diagnostics), combinations
+        )
+    for name, draw in drawings.items():
+        draw(target / name)
+    drawn = list(drawings)
+    for stale in target.glob("*.png"):
+        if stale.name not in drawn:
+            stale.unlink()
+    return drawn
+
+
+def _write_csv(frame: pd.DataFrame, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,94 @@
+"""Stage `train@<cell>`: train one cell of the study grid, tracked in MLflow, resumable.
+
+Order matters for a 54-cell grid: everything that can reject the input (device, tracking server,
+prepared data) runs before the first epoch, and a process killed mid-cell continues from its last
+completed epoch in the same MLflow run (see stages/lib/resume.py).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import keras
+
+from stages.lib import cell_run, resume, tracking, tracking_log
+from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
+from stages.lib.config import Cell, Params
+from stages.lib.device import make_deterministic, select_device
+from stages.lib.fitting import TrainingContext, TrainingSetup, fit_cell
+from stages.lib.model import build_model, compile_model
+from stages.lib.paths import Paths
+from stages.lib.prepared import load_split, split_file
+from stages.lib.train_diagnostics import diagnostics_callbacks
+from stages.lib.train_diagnostics import publish as publish_diagnostics
+from stages.lib.train_outputs import (
+    MODEL_FILE,
+    save_model,
+    summarize,
+    write_reports,
+    write_run_record,
+)
+
+# TensorFlow, Keras and MLflow load a few million long-lived objects. Freezing them keeps every
+# garbage collection from walking them again, notably the final one at exit (~1 s per process).
+gc.freeze()
+
+
+def extra_callbacks(context: TrainingContext) -> list[keras.callbacks.Callback]:
+    """Callbacks beyond history, early stopping, checkpoint and MLflow: the diagnostics.
+
+    They run before the history is recorded; `context.logger.add(step, values)` logs values
+    into the cell's run with that epoch.
+    """
+    return diagnostics_callbacks(context)
+
+
+def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
+    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics."""
+    train = params.train
+    placement = select_device(train)
+    splits = {name: load_split(paths, name) for name in ("train", "validation")}
+    experiment = tracking.open_experiment(params.study.name, paths)
+    make_deterministic(cell.seed)
+    with placement.scope():
+        model = build_model(cell, train)
+        compile_model(model, cell, train)
+    digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
+    config = effective_config(params, cell)
+    # The checkpoint key also covers the Keras configuration the code builds from the params, so
+    # a checkpoint never meets a model it does not fit (e.g. after an edit of model.py).
+    digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
+    folder = paths.checkpoints / digest
+    tags = cell_run.tags(params, cell, paths, digest, digests, placement)
+    run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
+    checkpoint = resume.load(folder)
+    with tracking.active_run(run_id):
+        for name, (images, labels) in splits.items():
+            tracking_log.log_dataset(images, labels, name, split_file(paths, name), digests[name])
+        fitted = fit_cell(
+            model,
+            TrainingSetup(params, cell, paths, splits, folder, checkpoint),
+            experiment.client,
+            run_id,
+            extra_callbacks,
+        )
+        metrics = summarize(
+            fitted.rows, fitted.stopped_early, model.count_params(), placement.label
+        )
+        write_reports(paths.train_reports(cell.key), fitted.rows, metrics)
+        publish_diagnostics(folder, paths.train_reports(cell.key))
+        model_uri = cell_run.log_model_once(model, folder, run_id, metrics, experiment)
+        tracking_log.log_reports(paths.train_reports(cell.key))
+    save_model(model, paths.model_dir(cell.key) / MODEL_FILE)
+    record = {
+        "run_id": run_id,
+        "experiment_id": experiment.experiment_id,
+        "experiment_name": experiment.name,
+        "model_uri": model_uri,
+        "cell": {**cell.model_dump(), "key": cell.key},
+        "config_digest": digest,
+    }
+    write_run_record(paths.model_dir(cell.key), record)
+    resume.remove(folder)
+    return metrics

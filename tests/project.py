@@ -1,0 +1,90 @@
+"""A throwaway copy of the project in a temp git repo, for real `dvc repro` runs on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import PROJECT_ROOT
+from synthetic import write_mirror
+
+BIN = Path(sys.executable).parent
+COPIED = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+
+
+def shrink(params: dict[str, Any]) -> None:
+    """The real params, shrunk to a one-cell grid on tiny data that trains in seconds."""
+    params["preprocess"]["validation_size"] = 100
+    train = params["train"]
+    train.update(activation=["relu"], initializer=["glorot_uniform"], optimizer=["adam"], seed=[0])
+    train.update(hidden_units=[16], epochs=1, batch_size=64, steps_per_execution=1)
+    train["diagnostics"]["probe_size"] = 32
+
+
+def make_project(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None] = shrink, n_train: int = 600
+) -> tuple[Path, dict[str, str]]:
+    """Copy the project into tmp_path/project (a git repo with one commit) and a synthetic mirror.
+
+    Returns the project folder and the environment that points the download stage at the mirror.
+    """
+    project = tmp_path / "project"
+    for name in COPIED:
+        source = PROJECT_ROOT / name
+        target = project / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, target)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    mirror = tmp_path / "mirror"
+    write_mirror(mirror, n_train=n_train, n_test=200)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLPSTUDY_MNIST_MIRROR": str(mirror),
+        "MLPSTUDY_MNIST_SHA256SUMS": str(mirror / "SHA256SUMS"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    env.pop("DVC_ROOT", None)
+    git(project, env, "init", "-q")
+    git(project, env, "add", "-A")
+    git(project, env, "commit", "-q", "-m", "project copy")
+    return project, env
+
+
+def git(project: Path, env: dict[str, str], *args: str) -> str:
+    return run(project, env, "git", *args)
+
+
+def dvc(project: Path, env: dict[str, str], *args: str) -> str:
+    return run(project, env, str(BIN / "dvc"), *args)
+
+
+def dvc_json(project: Path, env: dict[str, str], *args: str) -> Any:
+    """A dvc command's `--json` output, parsed (stderr, with any warnings, left out)."""
+    return json.loads(run(project, env, str(BIN / "dvc"), *args, "--json", stdout_only=True))
+
+
+def run(project: Path, env: dict[str, str], *command: str, stdout_only: bool = False) -> str:
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+    return result.stdout if stdout_only else result.stdout + result.stderr

@@ -1,0 +1,295 @@
+"""The evaluate stage on a real tiny model: train one cell for an epoch, then evaluate it.
+
+Every number is checked against an independent computation from predictions.csv or from the
+model itself; MLflow is a real sqlite store under the test's temp folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import PROJECT_ROOT
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from project import shrink
+from synthetic import make_digits
+from typer.testing import CliRunner
+
+from stages import evaluate, train
+from stages.cli import app
+from stages.lib import evaluation_tracking, train_outputs
+from stages.lib.classifier import EXPORT_FILE
+from stages.lib.config import ConfigError, Params, make_cell
+from stages.lib.errors import StageError
+from stages.lib.paths import Paths
+from stages.lib.prepared import load_split, write_splits
+
+CELL = make_cell("relu", "glorot_uniform", "adam", 0)
+SHOWN = 9
+TEST_COUNT = 200
+
+
+def tiny_params() -> Params:
+    """The real params.yaml, shrunk to one cell that trains for one epoch on tiny data."""
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    shrink(raw)
+    raw["evaluate"].update(batch_size=64, misclassified_shown=SHOWN)
+    return Params.model_validate(raw)
+
+
+def write_project(root: Path, params: Params) -> Paths:
+    paths = Paths.at(root)
+    paths.params.parent.mkdir(parents=True, exist_ok=True)
+    paths.params.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    write_splits(
+        paths,
+        {
+            "train": make_digits(500, seed=1),
+            "validation": make_digits(100, seed=2),
+            "test": make_digits(TEST_COUNT, seed=3),
+        },
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory):
+    """(paths, params, returned metrics) after training one cell and evaluating it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("DVC_ROOT", raising=False)
+        params = tiny_params()
+        paths = write_project(tmp_path_factory.mktemp("evaluate"), params)
+        train.run(params, CELL, paths)
+        result = evaluate.run(params, CELL, paths)
+        yield paths, params, result
+
+
+def run_id(paths: Paths) -> str:
+    return json.loads((paths.model_dir(CELL.key) / evaluate.RUN_RECORD).read_text())["run_id"]
+
+
+def client(paths: Paths) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{paths.mlflow_db}")
+
+
+def read_predictions(paths: Paths) -> tuple[np.ndarray, np.ndarray]:
+    with (paths.evaluate_reports(CELL.key) / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["actual", "predicted"]
+    return (
+        np.array([int(row["actual"]) for row in rows]),
+        np.array([int(row["predicted"]) for row in rows]),
+    )
+
+
+def test_file_names_agree_with_what_train_writes():
+    assert evaluate.MODEL_FILE == train_outputs.MODEL_FILE
+    assert evaluate.RUN_RECORD == train_outputs.RUN_RECORD
+
+
+@pytest.mark.slow
+def test_reports_parse_and_agree_with_an_independent_computation(evaluated):
+    paths, _, result = evaluated
+    folder = paths.evaluate_reports(CELL.key)
+    actual, predicted = read_predictions(paths)
+    _, test_labels = load_split(paths, "test")
+    np.testing.assert_array_equal(actual, test_labels)  # one row per test image, in order
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics == result
+    assert metrics["test_images"] == TEST_COUNT
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(actual == predicted), abs=1e-6)
+    assert metrics["test_errors"] == np.count_nonzero(actual != predicted)
+    assert 0 < metrics["test_errors"] < TEST_COUNT  # one epoch: some right, some wrong
+
+    counts = np.bincount(actual * 10 + predicted, minlength=100).reshape(10, 10)
+    with (folder / "confusion.csv").open() as handle:
+        table = list(csv.reader(handle))
+    assert table[0][1:] == [str(digit) for digit in range(10)]
+    assert [row[0] for row in table[1:]] == [str(digit) for digit in range(10)]
+    np.testing.assert_array_equal(np.array([row[1:] for row in table[1:]], dtype=int), counts)
+
+    with (folder / "per_digit.csv").open() as handle:
+        per_digit = list(csv.DictReader(handle))
+    assert list(per_digit[0]) == ["digit", "support", "recall", "precision", "f1"]
+    for digit, row in enumerate(per_digit):
+        support, found, chosen = counts[digit].sum(), counts[digit, digit], counts[:, digit].sum()
+        recall = found / support
+        precision = found / chosen if chosen else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert int(row["digit"]) == digit and int(row["support"]) == support
+        assert float(row["recall"]) == pytest.approx(recall, abs=1e-6)
+        assert float(row["precision"]) == pytest.approx(precision, abs=1e-6)
+        assert float(row["f1"]) == pytest.approx(f1, abs=1e-6)
+        assert metrics["recall"][str(digit)] == pytest.approx(recall, abs=1e-6)
+    f1_values = [float(row["f1"]) for row in per_digit]
+    assert metrics["test_f1_macro"] == pytest.approx(np.mean(f1_values), abs=1e-5)
+
+    off_diagonal = counts - np.diag(np.diag(counts))
+    top = metrics["most_confused"][0]
+    assert top["count"] == off_diagonal.max()
+    assert off_diagonal[top["true"], top["predicted"]] == top["count"]
+    assert top["share"] == pytest.approx(top["count"] / counts[top["true"]].sum(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_loss_and_predictions_agree_with_keras_on_the_trained_model(evaluated):
+    import keras
+
+    paths, _, result = evaluated
+    images, labels = load_split(paths, "test")
+    model = keras.models.load_model(paths.model_dir(CELL.key) / evaluate.MODEL_FILE)
+    logits = model.predict(images, verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    assert result["test_loss"] == pytest.approx(float(loss), rel=1e-4)
+    _, predicted = read_predictions(paths)
+    np.testing.assert_array_equal(predicted, logits.argmax(axis=1))
+
+
+@pytest.mark.slow
+def test_figures_are_valid_pngs_of_sensible_size(evaluated):
+    paths, _, _ = evaluated
+    for name in ("confusion.png", "misclassified.png"):
+        file = paths.evaluate_reports(CELL.key) / name
+        with Image.open(file) as image:
+            image.verify()
+        with Image.open(file) as image:
+            assert image.format == "PNG"
+            width, height = image.size
+            assert 300 <= width <= 2000 and 250 <= height <= 2000, (name, image.size)
+            assert len(np.unique(np.asarray(image.convert("L")))) > 10  # drawn, not blank
+
+
+@pytest.mark.slow
+def test_exported_classifier_takes_uint8_batches_of_any_size_and_returns_probabilities(evaluated):
+    import keras
+
+    paths, _, _ = evaluated
+    classifier = keras.models.load_model(paths.export_dir(CELL.key) / EXPORT_FILE)
+    images, _ = load_split(paths, "test")
+    _, predicted = read_predictions(paths)
+    for size in (1, 7):
+        probabilities = np.asarray(classifier(images[:size]))
+        assert probabilities.shape == (size, 10)
+        assert (probabilities >= 0).all()
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(probabilities.argmax(axis=1), predicted[:size])
+
+
+@pytest.mark.slow
+def test_metrics_and_artifacts_are_in_the_cells_own_run(evaluated):
+    paths, _, result = evaluated
+    store = client(paths)
+    run = store.get_run(run_id(paths))
+    values = run.data.metrics
+    assert values["test/accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-6)
+    assert values["test/loss"] == pytest.approx(result["test_loss"], abs=1e-6)
+    assert values["test/f1_macro"] == pytest.approx(result["test_f1_macro"], abs=1e-6)
+    for digit in range(10):
+        assert values[f"test/recall/digit_{digit}"] == pytest.approx(
+            result["recall"][str(digit)], abs=1e-6
+        )
+        assert f"test/precision/digit_{digit}" in values and f"test/f1/digit_{digit}" in values
+    artifacts = {artifact.path for artifact in store.list_artifacts(run.info.run_id, "evaluation")}
+    expected = {"metrics.json", "per_digit.csv", "confusion.csv", "predictions.csv"}
+    expected |= {"confusion.png", "misclassified.png"}
+    assert artifacts == {f"evaluation/{name}" for name in expected}
+
+
+@pytest.mark.slow
+def test_evaluating_again_adds_no_run_and_no_metric_point(evaluated, monkeypatch):
+    paths, params, result = evaluated
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    store = client(paths)
+    experiment = store.get_run(run_id(paths)).info.experiment_id
+    runs_before = len(store.search_runs([experiment]))
+    assert evaluate.run(params, CELL, paths) == result
+    assert len(store.search_runs([experiment])) == runs_before == 1
+    logged = [key for key in store.get_run(run_id(paths)).data.metrics if key.startswith("test/")]
+    assert len(logged) == 3 + 3 * 10  # loss, accuracy, f1_macro; recall, precision, f1 per digit
+    for key in logged:
+        history = store.get_metric_history(run_id(paths), key)
+        assert [point.step for point in history] == [0], key
+
+
+@pytest.mark.slow
+def test_only_a_changed_value_is_logged_as_a_new_point_at_the_next_step(evaluated):
+    paths, _, _ = evaluated
+    store, identifier = client(paths), run_id(paths)
+    first = {"probe/changes": 0.25, "probe/stays": 1.0, "probe/nan": float("nan")}
+    assert evaluation_tracking.log_changed_metrics(store, identifier, first).keys() == first.keys()
+    second = {**first, "probe/changes": 0.5}
+    assert evaluation_tracking.log_changed_metrics(store, identifier, second) == {
+        "probe/changes": 0.5
+    }
+    history = store.get_metric_history(identifier, "probe/changes")
+    assert sorted((point.step, point.value) for point in history) == [(0, 0.25), (1, 0.5)]
+    assert len(store.get_metric_history(identifier, "probe/stays")) == 1
+    assert len(store.get_metric_history(identifier, "probe/nan")) == 1  # NaN equals NaN here
+
+
+@pytest.mark.slow
+def test_a_run_missing_from_the_store_is_a_clear_error(evaluated, tmp_path, monkeypatch):
+    paths, params, _ = evaluated
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    other = write_project(tmp_path, params)  # a fresh project: its store does not know the run
+    shutil.copytree(paths.model_dir(CELL.key), other.model_dir(CELL.key))
+    with pytest.raises(
+        StageError, match=rf"is not in experiment .*dvc repro --force train@{CELL.key}"
+    ):
+        evaluate.run(params, CELL, other)
+    assert not other.evaluate_reports(CELL.key).exists()
+
+
+def test_missing_train_outputs_stop_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = tiny_params()
+    paths = write_project(tmp_path, params)
+    hint = rf"run `dvc repro train@{CELL.key}`"
+    with pytest.raises(
+        ConfigError, match=rf"data/models/{CELL.key}/model.keras: no such file; {hint}"
+    ):
+        evaluate.run(params, CELL, paths)
+    model_dir = paths.model_dir(CELL.key)
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.keras").write_text("not a model")
+    with pytest.raises(ConfigError, match=rf"model.keras: not a Keras model .*{hint}"):
+        evaluate.run(params, CELL, paths)
+    shutil.copy(_any_keras_file(tmp_path), model_dir / "model.keras")
+    with pytest.raises(ConfigError, match=rf"run.json: missing; {hint}"):
+        evaluate.run(params, CELL, paths)
+    (model_dir / "run.json").write_text('{"cell": "x"}')
+    with pytest.raises(ConfigError, match=rf"run.json: has no `run_id` .*{hint}"):
+        evaluate.run(params, CELL, paths)
+    assert not paths.mlflow_db.exists()  # nothing reached MLflow
+
+
+def _any_keras_file(folder: Path) -> Path:
+    """A file with the entries of a `.keras` archive (the check before TensorFlow loads)."""
+    import zipfile
+
+    file = folder / "fake.keras"
+    with zipfile.ZipFile(file, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("metadata.json", "{}")
+    return file
+
+
+def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
+    write_project(tmp_path, tiny_params())
+    arguments = ["evaluate", "--activation", "relu", "--initializer", "glorot_uniform"]
+    arguments += ["--optimizer", "adam", "--seed", "0", "--root", str(tmp_path)]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert "\n" not in message
+    assert f"dvc repro train@{CELL.key}" in message and "model.keras" in message

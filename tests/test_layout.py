@@ -1,0 +1,105 @@
+"""dvc.yaml is the architecture: its paths, params and names agree with the code's definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from conftest import PROJECT_ROOT
+from typer.main import get_command
+
+from stages.cli import app
+from stages.lib.config import Params
+from stages.lib.paths import Paths
+
+DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+PATHS = Paths(Path("/project"))
+KEY = "${key}"
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(PATHS.root).as_posix()
+
+
+def declared(stage: dict, kind: str) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in stage.get(kind, [])}
+
+
+def test_each_stage_has_its_module_command_and_params_section():
+    commands = set(get_command(app).commands)
+    sections = set(Params.model_fields)
+    for name, stage in DVC["stages"].items():
+        assert (PROJECT_ROOT / "stages" / f"{name}.py").is_file(), name
+        assert name in commands, name
+        assert name in sections, name
+        assert stage["cmd"].split()[:2] == ["mlpstudy", name]
+        assert f"stages/{name}.py" in stage["deps"]
+
+
+def test_every_declared_dependency_exists():
+    for name, stage in DVC["stages"].items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("stages/"):
+                assert (PROJECT_ROOT / dep).is_file(), f"{name}: {dep}"
+
+
+def test_outputs_match_the_paths_module():
+    stages = DVC["stages"]
+    assert declared(stages["download"], "outs") == {relative(PATHS.raw)}
+    assert declared(stages["preprocess"], "outs") == {relative(PATHS.prepared)}
+    reports = relative(PATHS.preprocess_reports)
+    assert {m.rsplit("/", 1)[0] for m in declared(stages["preprocess"], "metrics")} == {reports}
+    assert {p.rsplit("/", 1)[0] for p in declared(stages["preprocess"], "plots")} == {reports}
+    assert declared(stages["train"], "outs") == {relative(PATHS.model_dir(KEY))}
+    train_reports = relative(PATHS.train_reports(KEY))
+    assert {m.rsplit("/", 1)[0] for m in declared(stages["train"], "metrics")} == {train_reports}
+    assert {p.rsplit("/", 1)[0] for p in declared(stages["train"], "plots")} == {train_reports}
+
+
+def test_train_cells_declare_every_value_that_defines_them():
+    train = DVC["stages"]["train"]
+    factors = ("activation", "initializer", "optimizer", "seed")
+    assert train["matrix"] == {f: f"${{train.{f}}}" for f in factors}
+    for factor in factors:
+        assert f"--{factor} ${{item.{factor}}}" in train["cmd"]
+    shared = {f"train.{name}" for name in Params.model_fields["train"].annotation.model_fields}
+    shared -= {f"train.{f}" for f in (*factors, "activations", "initializers", "optimizers")}
+    assert shared <= set(train["params"])
+    for per_name in ("activation", "initializer", "optimizer"):
+        assert f"train.{per_name}s.${{item.{per_name}}}" in train["params"]
+
+
+# Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
+# change what a stage computes, so they are not deps (editing one must not re-run the grid).
+PLUMBING = {"stages/lib/config.py", "stages/lib/paths.py", "stages/lib/errors.py"}
+PLUMBING |= {"stages/lib/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
+
+
+def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:
+    """The project's own modules that `module_file` imports, transitively."""
+    import ast
+
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(module_file.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("stages")]
+        for name in names:
+            path = PROJECT_ROOT / (name.replace(".", "/") + ".py")
+            if path.is_file() and path not in seen:
+                seen.add(path)
+                project_imports(path, seen)
+    return seen
+
+
+def test_each_stage_depends_on_exactly_the_code_it_runs():
+    for name, stage in DVC["stages"].items():
+        module = PROJECT_ROOT / "stages" / f"{name}.py"
+        code = {module} | project_imports(module)
+        expected = {p.relative_to(PROJECT_ROOT).as_posix() for p in code} - PLUMBING
+        listed = {dep for dep in stage["deps"] if dep.startswith("stages/")}
+        assert listed == expected, (
+            f"{name}: dvc.yaml lists {sorted(listed)}, code {sorted(expected)}"
+        )

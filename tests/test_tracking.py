@@ -1,0 +1,154 @@
+"""The MLflow store, experiment and runs, on real sqlite stores under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from stages.lib import tracking, tracking_log
+from stages.lib.errors import StageError
+from stages.lib.paths import Paths
+
+STUDY = "test-study"
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_environment(monkeypatch):
+    """Tests choose the store themselves: nothing from the caller's environment leaks in."""
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_store_is_mlflow_db_at_the_root_unless_dvc_root_or_the_environment_says_otherwise(
+    tmp_path, monkeypatch
+):
+    paths = Paths.at(tmp_path / "project")
+
+    assert tracking.tracking_uri(paths) == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "dvc-root"))
+    assert tracking.tracking_uri(paths) == f"sqlite:///{tmp_path / 'dvc-root' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.invalid:5000")
+    assert tracking.tracking_uri(paths) == "http://tracking.invalid:5000"
+
+
+def test_open_experiment_creates_the_store_and_one_experiment_with_artifacts_at_the_root(tmp_path):
+    paths = Paths.at(tmp_path)
+
+    first = tracking.open_experiment(STUDY, paths)
+    second = tracking.open_experiment(STUDY, paths)
+
+    assert paths.mlflow_db.is_file()
+    assert first == second
+    experiment = MlflowClient(first.tracking_uri).get_experiment(first.experiment_id)
+    assert experiment.name == STUDY
+    assert experiment.artifact_location == paths.mlflow_artifacts.as_uri()
+
+
+def test_a_deleted_experiment_is_reported_not_written_into(tmp_path):
+    paths = Paths.at(tmp_path)
+    experiment = tracking.open_experiment(STUDY, paths)
+    experiment.client.delete_experiment(experiment.experiment_id)
+
+    with pytest.raises(StageError, match=f"experiment '{STUDY}' is deleted.*restore"):
+        tracking.open_experiment(STUDY, paths)
+
+
+def test_two_processes_creating_a_fresh_store_at_once_both_succeed(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        from stages.lib import tracking
+        from stages.lib.paths import Paths
+        print(tracking.open_experiment({STUDY!r}, Paths.at({str(tmp_path)!r})).experiment_id)
+        """
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120)[0].strip() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0]
+    assert outputs[0] == outputs[1]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [e.name for e in client.search_experiments()].count(STUDY) == 1
+
+
+def test_an_unreachable_tracking_server_stops_with_its_uri(tmp_path, monkeypatch):
+    with socket.socket() as sock:  # a port that nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    with pytest.raises(StageError, match=f"MLFLOW_TRACKING_URI.*{uri}.*not reachable"):
+        tracking.open_experiment(STUDY, Paths.at(tmp_path))
+    with pytest.raises(StageError, match=uri), tracking.open_run("0" * 32, Paths.at(tmp_path)):
+        pass  # pragma: no cover - never reached
+
+
+def test_runs_are_created_found_and_continued_by_id(tmp_path):
+    paths = Paths.at(tmp_path)
+    experiment = tracking.open_experiment(STUDY, paths)
+    client = experiment.client
+    cell_run = tracking.create_run(
+        experiment, "relu-he_normal-adam-0", {"optimizer.learning_rate": "0.001"}, {"kind": "cell"}
+    )
+    client.create_run(experiment.experiment_id, run_name="report", tags={"kind": "report"})
+
+    tracking.set_tags(experiment, cell_run, {"device": "CPU:0"})
+    with tracking.open_run(cell_run, paths):
+        tracking_log.log_summary(client, cell_run, {"test_accuracy": 0.9, "device": "CPU:0"})
+    tracking_log.log_summary(client, cell_run, {"test_accuracy": 0.1})  # already there: skipped
+
+    found = tracking.find_runs(STUDY, experiment.tracking_uri)
+    assert [run.info.run_id for run in found] == [cell_run]
+    run = found[0]
+    assert run.info.run_name == "relu-he_normal-adam-0"
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"optimizer.learning_rate": "0.001"}
+    assert run.data.tags["device"] == "CPU:0"
+    assert [m.value for m in client.get_metric_history(cell_run, "test_accuracy")] == [0.9]
+    assert tracking.run_exists(experiment, cell_run)
+    assert not tracking.run_exists(experiment, "f" * 32)
+    assert tracking.find_runs("no-such-study", experiment.tracking_uri) == []
+
+
+def test_metrics_are_logged_per_step_and_logged_steps_are_known(tmp_path):
+    experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
+    client = experiment.client
+    run_id = tracking.create_run(experiment, "cell", {}, {"kind": "cell"})
+
+    for step in (1, 2):
+        tracking_log.log_metrics(client, run_id, step, {"val_loss": 1.0 / step, "x": 0.0}, 0)
+
+    assert tracking_log.logged_steps(client, run_id, "val_loss") == {1, 2}
+    assert [m.value for m in client.get_metric_history(run_id, "val_loss")] == [1.0, 0.5]
+    assert tracking_log.logged_steps(client, run_id, "never_logged") == set()
+
+
+def test_git_commit_of_a_repository_or_unknown(tmp_path):
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    for command in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-C", str(repository), *command], check=True, env=env)
+    head = subprocess.run(
+        ["git", "-C", str(repository), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+    assert tracking.git_commit(repository) == head
+    assert len(head) == 40
+    assert tracking.git_commit(Path(tmp_path / "not-a-repo")) == "unknown"
