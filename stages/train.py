@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from stages.lib import cell_run, resume, tracking, tracking_log
+from stages.lib.atomic import check_writable
 from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.config import Cell, Params
 from stages.lib.device import make_deterministic, select_device
@@ -49,6 +50,9 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
     train = params.train
     placement = select_device(train)
     splits = {name: load_split(paths, name) for name in ("train", "validation")}
+    then = f"run `dvc repro train@{cell.key}` again"
+    for folder in (paths.model_dir(cell.key), paths.train_reports(cell.key), paths.checkpoints):
+        check_writable(folder, paths.root, then)
     experiment = tracking.open_experiment(params.study.name, paths)
     make_deterministic(cell.seed)
     with placement.scope():

@@ -6,19 +6,14 @@ that train and evaluate log), so a change in what train logs shows up here.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -32,7 +27,6 @@ from stages.lib.report_run import REPORT_KIND, RUN_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "compare-test-study"
-BIN = Path(sys.executable).parent
 
 
 def small_params() -> Params:
@@ -205,64 +199,6 @@ def test_cli_missing_store_or_study_name_exits_2(no_env, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------- a real MLflow server
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1 with a sqlite backend under tmp_path; stopped afterwards."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--default-artifact-root",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(
-                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}"
-                )
-            time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
-        log.close()
-
-
 @pytest.mark.slow
 def test_compare_against_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

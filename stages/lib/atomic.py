@@ -1,4 +1,8 @@
-"""Write files so that nothing half-written is ever left behind: temp file in place, then rename."""
+"""Write files so that nothing half-written is ever left behind: temp file in place, then rename.
+
+A stage that writes its outputs only at the end checks first, with :func:`check_writable`, that it
+will be able to: a read-only `data/` should stop it before the work, not after.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from stages.lib.config import ConfigError
+from stages.lib.idx import display_path
 
 
 @contextmanager
@@ -34,6 +41,30 @@ def write_text(target: Path, text: str) -> None:
 
 def write_json(target: Path, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def check_writable(folder: Path, root: Path, then: str) -> None:
+    """Raise ConfigError unless files can be created in `folder` (or where it will be created).
+
+    Tries it: a temp file is created and removed in `folder`'s nearest existing ancestor. That
+    holds for root too, whom permission bits do not stop but a read-only mount or a file in the
+    way does. Nothing is left behind. `then` ends the message (e.g. "run `dvc repro ...` again").
+    """
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = display_path(existing, root)
+    so = "" if existing == Path(folder) else f", so {display_path(folder, root)} cannot be written"
+    if not existing.is_dir():
+        raise ConfigError(f"{where}: not a directory{so}; move it away, then {then}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=existing)
+    except OSError as error:
+        raise ConfigError(
+            f"{where}: not writable ({error.strerror}){so}; make it writable, then {then}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _umask() -> int:

@@ -1,4 +1,4 @@
-"""Where a cell trains (CPU, one GPU, or mirrored over all GPUs), and deterministic runtime setup.
+"""Where a cell trains (CPU, one GPU, or mirrored over several devices), and deterministic setup.
 
 Both must happen before TensorFlow creates its first tensor: hiding GPUs and enabling op
 determinism are refused or ignored once the runtime is initialised.
@@ -28,7 +28,20 @@ class Placement:
 
 
 def select_device(train: TrainParams) -> Placement:
-    """Apply `train.device` and `train.distribute`; raise ConfigError for a GPU that is absent."""
+    """Apply `train.device` and `train.distribute`; raise ConfigError for a GPU that is absent.
+
+    `distribute: mirrored` builds a `tf.distribute.MirroredStrategy` over every visible GPU, or,
+    without one (or with `device: cpu`), over every logical CPU device. A process sees a single
+    CPU device unless it split the CPU with `tf.config.set_logical_device_configuration` before
+    TensorFlow initialised (the tests do, to exercise mirroring without a GPU).
+
+    Under a strategy, Keras' `model.fit(batch_size=...)` is the GLOBAL batch: each step splits it
+    evenly across the replicas (`train.batch_size` / replicas examples each), and the gradients are
+    summed across replicas so that one step equals a single-device step on the whole batch. The
+    training result therefore matches single-device training up to float rounding.
+    Keras 3 cannot run several steps per execution on more than one replica, so mirroring over
+    several devices requires `train.steps_per_execution: 1`.
+    """
     gpus = tf.config.list_physical_devices("GPU")
     if train.device == "gpu" and not gpus:
         raise ConfigError(
@@ -38,7 +51,15 @@ def select_device(train: TrainParams) -> Placement:
         tf.config.set_visible_devices([], "GPU")
         gpus = []
     if train.distribute == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
+        kind = "GPU" if gpus else "CPU"
+        devices = [device.name for device in tf.config.list_logical_devices(kind)]
+        if len(devices) > 1 and train.steps_per_execution > 1:
+            raise ConfigError(
+                f"train.steps_per_execution: {train.steps_per_execution} with train.distribute: "
+                f"mirrored over {len(devices)} devices; Keras 3 fails to run several steps per "
+                "execution on more than one replica; allowed: 1 (the setting changes speed only)"
+            )
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
         return Placement(strategy, f"mirrored:{strategy.num_replicas_in_sync}")
     return Placement(tf.distribute.get_strategy(), "GPU:0" if gpus else "CPU:0")
 

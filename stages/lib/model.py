@@ -84,7 +84,9 @@ def make_optimizer(name: str, train: TrainParams) -> keras.optimizers.Optimizer:
     if name not in classes:
         raise ValueError(f"optimizer: {name!r} is not supported")
     hyperparameters = getattr(train.optimizers, name).model_dump()
-    return classes[name](**hyperparameters)
+    # An explicit name: Keras numbers unnamed optimizers per process (adam, adam_1, ...), which
+    # would change the configuration that keys the cell's checkpoint.
+    return classes[name](name=name, **hyperparameters)
 
 
 def build_model(cell: Cell, train: TrainParams) -> keras.Model:

@@ -6,10 +6,14 @@ A new report replaces the previous one instead of piling up or mixing old artifa
 the new run is logged completely first, then the earlier report runs are deleted (MLflow's soft
 delete: hidden from the UI and searches, `mlflow runs restore --run-id <id>` brings one back,
 `mlflow gc` purges them). Its run id therefore changes on each report; find it by the tag.
+Inside a DVC experiment (`DVC_EXP_NAME` set, e.g. a queued `dvc exp run`) the run is tagged
+`dvc_exp=<name>` and replaces only that experiment's earlier report, so experiments that share a
+store keep one report each (and the workspace's report, without the tag, is left alone).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,15 +27,15 @@ REPORT_KIND = "report"
 RUN_NAME = "study-report"
 
 
-def report_runs(experiment: tracking.Experiment) -> list[Run]:
-    """The live report runs of the study's experiment (normally one)."""
-    return list(
-        experiment.client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.kind = '{REPORT_KIND}'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-        )
+def report_runs(experiment: tracking.Experiment, dvc_exp: str | None = None) -> list[Run]:
+    """The live report runs of the study's experiment for `dvc_exp` (None: outside DVC
+    experiments); normally one."""
+    runs = experiment.client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.kind = '{REPORT_KIND}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
     )
+    return [run for run in runs if run.data.tags.get("dvc_exp") == dvc_exp]
 
 
 def log_report(
@@ -43,7 +47,8 @@ def log_report(
 ) -> str:
     """Log `folder` (the whole reports/study/) as the study's report run; return its id."""
     client = experiment.client
-    previous = [run.info.run_id for run in report_runs(experiment)]
+    dvc_exp = os.environ.get("DVC_EXP_NAME") or None
+    previous = [run.info.run_id for run in report_runs(experiment, dvc_exp)]
     train = params.train
     tags = {
         "kind": REPORT_KIND,
@@ -53,6 +58,7 @@ def log_report(
             f"Study report of {params.study.name}: {summary['cells']} cells. "
             "Open the artifact index.html (self-contained) or summary.md."
         ),
+        **({"dvc_exp": dvc_exp} if dvc_exp else {}),
     }
     run = client.create_run(experiment.experiment_id, run_name=RUN_NAME, tags=tags)
     run_id = run.info.run_id

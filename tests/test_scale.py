@@ -1,0 +1,304 @@
+"""Scaling out, with real parts: a team `mlflow server`, queued parallel DVC experiments, a kill.
+
+Each test runs the real pipeline (`dvc repro`, `dvc queue`) in a temp git repo on tiny data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import free_port
+from mlflow.entities import Run, ViewType
+from mlflow.tracking import MlflowClient
+from project import BIN, dvc, dvc_json, git, make_project, shrink
+
+from stages.lib import resume
+from stages.lib.paths import Paths
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+ADAM, SGD = "relu-glorot_uniform-adam-0", "relu-glorot_uniform-sgd-0"
+
+
+def two_cells(params: dict[str, Any]) -> None:
+    shrink(params)
+    params["train"]["optimizer"] = ["adam", "sgd"]
+
+
+def study_runs(uri: str, study: str) -> list[Run]:
+    """Every live run of the study's experiment in the store at `uri`."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study)
+    assert experiment is not None, f"no experiment {study!r} in {uri}"
+    return list(client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY))
+
+
+def study_name(project: Path) -> str:
+    return yaml.safe_load(Paths.at(project).params.read_text())["study"]["name"]
+
+
+def without_tracking_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment with no store chosen: stages fall back to mlflow.db at the DVC root."""
+    names = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME")
+    return {key: value for key, value in env.items() if key not in names}
+
+
+# ------------------------------------------------------------------- 1. a remote tracking server
+def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server) -> None:
+    project, env = make_project(tmp_path, two_cells)
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
+
+    dvc(project, env, "repro")
+
+    assert not (project / "mlflow.db").exists()
+    assert not (project / "mlartifacts").exists()
+    study = study_name(project)
+    runs = study_runs(mlflow_server, study)
+    cells = {run.data.tags["cell"]: run for run in runs if run.data.tags.get("kind") == "cell"}
+    assert set(cells) == {ADAM, SGD}
+    client = MlflowClient(mlflow_server)
+    for key, run in cells.items():
+        assert run.info.status == "FINISHED", key
+        assert run.data.tags["dvc_stage"] == f"train@{key}"
+        assert {"best_val_accuracy", "test/accuracy", "test/loss"} <= set(run.data.metrics), key
+        for metric in METRIC_KEYS:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
+        record = json.loads((project / "data" / "models" / key / "run.json").read_text())
+        assert record["run_id"] == run.info.run_id
+    (report,) = [run for run in runs if run.data.tags.get("kind") == "report"]
+    assert report.data.metrics["cells"] == 2
+
+    out = tmp_path / "compare.csv"
+    compared = subprocess.run(
+        [str(BIN / "mlpstudy"), "compare", "--csv", str(out)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert compared.returncode == 0, compared.stderr
+    assert f"{study}: 2 cell runs ({mlflow_server})" in compared.stdout
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["cell"] for row in rows) == sorted([ADAM, SGD])
+    assert {row["run_id"] for row in rows} == {run.info.run_id for run in cells.values()}
+
+
+# ----------------------------------------------------------------- 2. an unreachable server
+def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_path) -> None:
+    project, env = make_project(tmp_path)
+    dvc(project, env, "repro", "preprocess")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    paths = Paths.at(project)
+    command = ["train", "--activation", "relu", "--initializer", "glorot_uniform"]
+    command += ["--optimizer", "adam", "--seed", "0"]
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "mlpstudy"), *command],
+        cwd=project,
+        env={**without_tracking_env(env), "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.monotonic() - started
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert seconds < 20, f"took {seconds:.1f} s to give up on {uri}"
+    assert f"MLFLOW_TRACKING_URI: the MLflow server {uri} is not reachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not paths.model_dir(ADAM).exists()
+    assert not paths.train_reports(ADAM).exists()
+    assert not paths.checkpoints.exists()
+    assert not paths.mlflow_db.exists()
+
+
+# ------------------------------------------------------------ 3. queued parallel experiments
+QUEUE_TIMEOUT_SECONDS = 600
+EXPERIMENTS = {"seed-one": "relu-glorot_uniform-adam-1", "seed-two": "relu-glorot_uniform-adam-2"}
+
+
+def queue_tasks(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """Experiment name -> status (Queued, Running, Success, Failed) from `dvc queue status`."""
+    tasks = {}
+    for line in dvc(project, env, "queue", "status").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
+            tasks[fields[1]] = fields[-1]
+    return tasks
+
+
+def wait_for_queue(project: Path, env: dict[str, str]) -> dict[str, str]:
+    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+    while True:
+        tasks = queue_tasks(project, env)
+        if tasks and all(status in ("Success", "Failed") for status in tasks.values()):
+            return tasks
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not done within {QUEUE_TIMEOUT_SECONDS} s: {tasks}")
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def queued_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Two experiments (seed 1, seed 2) queued on a committed project and run by 2 workers."""
+    project, env = make_project(tmp_path_factory.mktemp("queue"))
+    env = without_tracking_env(env)  # the default store: mlflow.db at the root, via DVC_ROOT
+    dvc(project, env, "repro", "preprocess")
+    git(project, env, "add", "-A")
+    git(project, env, "commit", "-q", "-m", "data prepared")
+    for name, cell in EXPERIMENTS.items():
+        seed = cell.rsplit("-", 1)[1]
+        dvc(project, env, "exp", "run", "--queue", "--name", name, "-S", f"train.seed=[{seed}]")
+    try:
+        dvc(project, env, "queue", "start", "--jobs", "2")
+        tasks = wait_for_queue(project, env)
+        logs = {name: dvc(project, env, "queue", "logs", name) for name in tasks}
+        assert tasks == dict.fromkeys(EXPERIMENTS, "Success"), logs
+        yield {"project": project, "env": env, "logs": logs}
+    finally:
+        if set(queue_tasks(project, env).values()) & {"Queued", "Running"}:
+            dvc(project, env, "queue", "stop", "--kill")
+
+
+def test_queued_experiments_run_in_parallel_into_the_root_store(queued_study) -> None:
+    project, env = queued_study["project"], queued_study["env"]
+
+    shown = dvc_json(project, env, "exp", "show")
+    revs = [rev for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]]
+    by_name = {rev["name"]: rev["data"] for rev in revs}
+    assert set(by_name) == set(EXPERIMENTS)
+    for name, cell in EXPERIMENTS.items():
+        metrics = by_name[name]["metrics"]
+        evaluated = metrics[f"reports/evaluate/{cell}/metrics.json"]["data"]
+        assert 0.0 <= evaluated["test_accuracy"] <= 1.0
+        assert metrics[f"reports/train/{cell}/metrics.json"]["data"]["epochs_run"] == 1
+        assert by_name[name]["params"]["params.yaml"]["data"]["train"]["seed"] == [int(cell[-1])]
+
+    # Both workers' cells went to mlflow.db at the root (DVC_ROOT), none to their temp copies.
+    assert not list((project / ".dvc").rglob("mlflow.db"))
+    runs = study_runs(f"sqlite:///{project / 'mlflow.db'}", study_name(project))
+    cells = {run.data.tags["cell"]: run for run in runs if run.data.tags.get("kind") == "cell"}
+    assert set(cells) == set(EXPERIMENTS.values())
+    for name, cell in EXPERIMENTS.items():
+        run = cells[cell]
+        assert run.data.tags.get("dvc_exp") == name, run.data.tags
+        assert run.info.status == "FINISHED"
+        assert {"best_val_accuracy", "test/accuracy"} <= set(run.data.metrics)
+        assert run.data.metrics["test/accuracy"] == pytest.approx(
+            by_name[name]["metrics"][f"reports/evaluate/{cell}/metrics.json"]["data"][
+                "test_accuracy"
+            ]
+        )
+
+
+def test_each_queued_experiment_keeps_its_own_report_run(queued_study) -> None:
+    project = queued_study["project"]
+    runs = study_runs(f"sqlite:///{project / 'mlflow.db'}", study_name(project))
+    reports = [run for run in runs if run.data.tags.get("kind") == "report"]
+    assert sorted(run.data.tags.get("dvc_exp", "") for run in reports) == sorted(EXPERIMENTS)
+
+
+# ------------------------------------------------------- 4. SIGKILL mid-epoch through `dvc repro`
+KILL_EPOCHS = 4
+
+
+def slow_two_cells(params: dict[str, Any]) -> None:
+    two_cells(params)
+    train = params["train"]
+    train.update(hidden_units=[64], epochs=KILL_EPOCHS, batch_size=16)
+    train["early_stopping_patience"] = None
+
+
+def checkpoints_of_others(paths: Paths, finished_run: str) -> list[Path]:
+    """Committed checkpoints of cells other than the one whose run is `finished_run`."""
+    found = []
+    for metadata in paths.checkpoints.glob(f"*/{resume.METADATA_FILE}"):
+        run_id = resume.read_run_file(metadata.parent).get("run_id")
+        if run_id is not None and run_id != finished_run:
+            found.append(metadata.parent)
+    return found
+
+
+def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
+    project, env = make_project(tmp_path, slow_two_cells, n_train=6000)
+    paths = Paths.at(project)
+    dvc(project, env, "repro", "preprocess")
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "train"],  # the grid's train@ stages (and their inputs)
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no second cell's checkpoint within 300 s"
+            records = list((project / "data" / "models").glob("*/run.json"))
+            if records:
+                done = json.loads(records[0].read_text())
+                if checkpoints_of_others(paths, done["run_id"]):
+                    break
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # dvc and its stage: no cleanup runs
+        first.wait()
+        log.close()
+    finished, killed = done["cell"]["key"], ({ADAM, SGD} - {done["cell"]["key"]}).pop()
+    (folder,) = checkpoints_of_others(paths, done["run_id"])
+    checkpoint = resume.load(folder)
+    assert checkpoint is not None and 1 <= checkpoint.epochs_completed < KILL_EPOCHS
+    killed_run = resume.read_run_file(folder)["run_id"]
+    assert not paths.model_dir(killed).exists()
+    finished_model = paths.model_dir(finished) / "model.keras"
+    finished_mtime = finished_model.stat().st_mtime_ns
+
+    # The killed dvc leaves its PID in .dvc/tmp/rwlock; the next dvc drops it (no user action).
+    stale = json.loads((project / ".dvc" / "tmp" / "rwlock").read_text())
+    assert first.pid in {info["pid"] for info in stale["write"].values()}
+
+    second = dvc(project, env, "repro", "train")
+
+    assert f"(Pid {first.pid}), in RWLock-file" in second and "Auto removed it" in second
+    assert f"Stage 'train@{finished}' didn't change, skipping" in second
+    assert f"Running stage 'train@{finished}'" not in second
+    assert f"Running stage 'train@{killed}'" in second
+    assert finished_model.stat().st_mtime_ns == finished_mtime
+    announced = [int(epoch) for epoch in re.findall(r"Epoch (\d+)/\d+", second)]
+    assert announced[0] == checkpoint.epochs_completed + 1, announced
+    with (paths.train_reports(killed) / "history.csv").open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in history] == list(range(1, KILL_EPOCHS + 1))
+    runs = study_runs(f"sqlite:///{paths.mlflow_db}", study_name(project))
+    cell_runs = [run for run in runs if run.data.tags.get("kind") == "cell"]
+    by_cell = {key: [r for r in cell_runs if r.data.tags["cell"] == key] for key in (ADAM, SGD)}
+    assert [run.info.run_id for run in by_cell[finished]] == [done["run_id"]]
+    assert [(run.info.run_id, run.info.status) for run in by_cell[killed]] == [
+        (killed_run, "FINISHED")
+    ]
+    client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
+    for metric in METRIC_KEYS:
+        steps = [m.step for m in client.get_metric_history(killed_run, metric)]
+        assert steps == list(range(1, KILL_EPOCHS + 1)), metric
+    assert json.loads((paths.model_dir(killed) / "run.json").read_text())["run_id"] == killed_run
+    assert not folder.exists()
+    assert "up to date" in dvc(project, env, "status", "train")
