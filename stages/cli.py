@@ -88,20 +88,13 @@ def train(
 
 
 @app.command()
-def evaluate(
-    activation: str = ACTIVATION,
-    initializer: str = INITIALIZER,
-    optimizer: str = OPTIMIZER,
-    seed: int = SEED,
-    root: Path = ROOT,
-) -> None:
-    """Evaluate one trained cell on the test split (what `dvc repro` runs as `evaluate@<cell>`)."""
+def evaluate(root: Path = ROOT) -> None:
+    """Evaluate every trained cell of the grid on the test split (one process for all cells)."""
     with _user_errors():
         params, paths = _setup(root)
-        cell = make_cell(activation, initializer, optimizer, seed)
         from stages import evaluate as stage
 
-        stage.run(params, cell, paths)
+        stage.run(params, paths)
 
 
 @app.command()

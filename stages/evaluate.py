@@ -1,9 +1,12 @@
-"""Stage `evaluate@<cell>`: one trained cell on the test split -> reports, export, MLflow.
+"""Stage `evaluate`: every trained cell of the grid on the test split -> reports, export, MLflow.
 
-The test images go through the model once; every number (loss, accuracy, per-digit precision,
-recall and F1, the confusion matrix) is computed from those logits in numpy. Everything that can
-reject the input (model, run record, test split, the cell's MLflow run) is checked before
-TensorFlow is imported, so a missing train output fails in about a second.
+One process evaluates the whole grid: loading TensorFlow and MLflow costs ~10 s per process,
+while evaluating one cell costs ~2 s, so 54 cells in one process take a tenth of 54 processes.
+Everything that can reject the input (each cell's model and run record, the test split, the
+cells' MLflow runs) is checked for every cell before TensorFlow is imported and any file is written.
+
+Per cell, the test images go through the model once; every number (loss, accuracy, per-digit
+precision, recall and F1, the confusion matrix) is computed from those logits in numpy.
 """
 
 from __future__ import annotations
@@ -13,55 +16,56 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads: no INFO chatter
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stages.lib import evaluation_tables, metrics
 from stages.lib.classifier import EXPORT_FILE, check_keras_file, export_classifier, load_classifier
-from stages.lib.config import Cell, ConfigError, Params
+from stages.lib.config import Cell, ConfigError, Params, grid
 from stages.lib.errors import StageError
-from stages.lib.idx import display_path
-from stages.lib.paths import Paths
+from stages.lib.paths import Paths, display_path
 from stages.lib.prepared import load_split
 
 MODEL_FILE = "model.keras"  # written by train (stages/lib/train_outputs.py)
 RUN_RECORD = "run.json"
-CONFUSION_FIGURE = "confusion.png"
-MISTAKES_FIGURE = "misclassified.png"
 
 
-def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
-    """Evaluate `cell`; write reports/evaluate/<key>/ and data/exported/<key>/; return metrics."""
-    key = cell.key
-    model_file = paths.model_dir(key) / MODEL_FILE
-    remedy = f"run `dvc repro train@{key}` (or `mlpstudy train ...`) first"
-    check_keras_file(model_file, display_path(model_file, paths.root), remedy)
-    run_id = read_run_id(paths, key, remedy)
+def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate `cells` (default: the grid in params.yaml); return each cell's metrics by key."""
+    cells = grid(params.train) if cells is None else cells
+    run_ids = {cell.key: _check_train_outputs(paths, cell) for cell in cells}
     images, labels = load_split(paths, "test")
     from stages.lib import tracking  # imports MLflow (~1 s): after the checks of local files
 
     experiment = tracking.open_experiment(params.study.name, paths)
-    if not tracking.run_exists(experiment, run_id):
-        raise StageError(
-            f"{display_path(paths.model_dir(key) / RUN_RECORD, paths.root)}: run {run_id} is not "
-            f"in experiment {experiment.name!r} of the MLflow store {experiment.tracking_uri}; "
-            f"run `dvc repro --force train@{key}` to train and track the cell again"
-        )
-
-    model = load_classifier(model_file, display_path(model_file, paths.root), remedy)
-    logits = model.predict(images, batch_size=params.evaluate.batch_size, verbose=0)
-    summary = metrics.summarize(logits, labels)
-    folder = paths.evaluate_reports(key)
-    result = evaluation_tables.write_tables(folder, summary, labels)
-    _draw(images, labels, logits, summary, params.evaluate.misclassified_shown, key, folder)
-    export_classifier(model, paths.export_dir(key) / EXPORT_FILE)
-
+    for key, run_id in run_ids.items():
+        if not tracking.run_exists(experiment, run_id):
+            raise StageError(
+                f"{display_path(paths.model_dir(key) / RUN_RECORD, paths.root)}: run {run_id} is "
+                f"not in experiment {experiment.name!r} of the MLflow store "
+                f"{experiment.tracking_uri}; run `dvc repro --force train@{key}` to train and "
+                "track the cell again"
+            )
     from stages.lib import evaluation_tracking
 
-    evaluation_tracking.log_evaluation(experiment.client, run_id, summary, folder)
-    return result
+    results = {}
+    for cell in cells:
+        files = evaluation_tables.cell_files(paths, cell.key)
+        summary, results[cell.key] = _evaluate_cell(params, cell, paths, images, labels, files)
+        run_id = run_ids[cell.key]
+        evaluation_tracking.log_evaluation(experiment.client, run_id, summary, files)
+        accuracy = results[cell.key]["test_accuracy"]
+        print(f"evaluate {cell.key}: test accuracy {accuracy:.4f}", flush=True)
+    return results
+
+
+def _check_train_outputs(paths: Paths, cell: Cell) -> str:
+    """The cell's MLflow run id, once its model file looks like a Keras model."""
+    model_file = paths.model_dir(cell.key) / MODEL_FILE
+    remedy = f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
+    check_keras_file(model_file, display_path(model_file, paths.root), remedy)
+    return read_run_id(paths, cell.key, remedy)
 
 
 def read_run_id(paths: Paths, key: str, remedy: str) -> str:
@@ -80,35 +84,25 @@ def read_run_id(paths: Paths, key: str, remedy: str) -> str:
     return run_id
 
 
-def _draw(
+def _evaluate_cell(
+    params: Params,
+    cell: Cell,
+    paths: Paths,
     images: np.ndarray,
     labels: np.ndarray,
-    logits: np.ndarray,
-    summary: dict[str, Any],
-    shown: int,
-    key: str,
-    folder: Path,
-) -> None:
-    """confusion.png and misclassified.png (the most confident mistakes)."""
+    files: dict,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary, metrics.json) of one cell, its files written and its classifier exported."""
+    model_file = paths.model_dir(cell.key) / MODEL_FILE
+    remedy = f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
+    model = load_classifier(model_file, display_path(model_file, paths.root), remedy)
+    logits = model.predict(images, batch_size=params.evaluate.batch_size, verbose=0)
+    summary = metrics.summarize(logits, labels)
+    result = evaluation_tables.write_tables(files, summary, labels)
     from stages.lib import evaluation_figures
 
-    predictions = summary["predictions"]
-    accuracy = summary["accuracy"]
-    evaluation_figures.save_confusion(
-        summary["confusion"],
-        summary["confusion_normalized"],
-        f"{key}: test accuracy {accuracy:.2%} ({summary['count']} images)",
-        folder / CONFUSION_FIGURE,
+    evaluation_figures.draw_cell(
+        images, labels, logits, summary, params.evaluate.misclassified_shown, cell.key, files
     )
-    confidence = metrics.softmax(logits).max(axis=1)
-    chosen = metrics.most_confident_mistakes(labels, predictions, confidence, shown)
-    errors = int(np.count_nonzero(labels != predictions))
-    evaluation_figures.save_mistakes(
-        images[chosen],
-        labels[chosen],
-        predictions[chosen],
-        confidence[chosen],
-        f"{key}: the {len(chosen)} most confident of {errors} mistakes on the test split\n"
-        "titled with the probability the model gave its prediction",
-        folder / MISTAKES_FIGURE,
-    )
+    export_classifier(model, paths.export_dir(cell.key) / EXPORT_FILE)
+    return summary, result

@@ -109,7 +109,7 @@ def test_command_line_cells_are_checked_like_params():
     assert make_cell("relu", "he_normal", "adam", 3).key == "relu-he_normal-adam-3"
 
 
-@pytest.mark.parametrize("command", ["download", "preprocess", "report"])
+@pytest.mark.parametrize("command", ["download", "preprocess", "evaluate", "report"])
 def test_every_stage_stops_with_exit_2_on_bad_params(tmp_path, real_params_dict, command):
     real_params_dict["train"]["epochs"] = 0
     write(tmp_path, real_params_dict)

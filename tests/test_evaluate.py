@@ -67,7 +67,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory):
         params = tiny_params()
         paths = write_project(tmp_path_factory.mktemp("evaluate"), params)
         train.run(params, CELL, paths)
-        result = evaluate.run(params, CELL, paths)
+        result = evaluate.run(params, paths, [CELL])[CELL.key]
         yield paths, params, result
 
 
@@ -80,7 +80,7 @@ def client(paths: Paths) -> MlflowClient:
 
 
 def read_predictions(paths: Paths) -> tuple[np.ndarray, np.ndarray]:
-    with (paths.evaluate_reports(CELL.key) / "predictions.csv").open() as handle:
+    with paths.evaluate_predictions(CELL.key).open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["actual", "predicted"]
     return (
@@ -97,12 +97,12 @@ def test_file_names_agree_with_what_train_writes():
 @pytest.mark.slow
 def test_reports_parse_and_agree_with_an_independent_computation(evaluated):
     paths, _, result = evaluated
-    folder = paths.evaluate_reports(CELL.key)
+    tables = paths.evaluate_tables(CELL.key)
     actual, predicted = read_predictions(paths)
     _, test_labels = load_split(paths, "test")
     np.testing.assert_array_equal(actual, test_labels)  # one row per test image, in order
 
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = json.loads(paths.evaluate_metrics(CELL.key).read_text())
     assert metrics == result
     assert metrics["test_images"] == TEST_COUNT
     assert metrics["test_accuracy"] == pytest.approx(np.mean(actual == predicted), abs=1e-6)
@@ -110,13 +110,13 @@ def test_reports_parse_and_agree_with_an_independent_computation(evaluated):
     assert 0 < metrics["test_errors"] < TEST_COUNT  # one epoch: some right, some wrong
 
     counts = np.bincount(actual * 10 + predicted, minlength=100).reshape(10, 10)
-    with (folder / "confusion.csv").open() as handle:
+    with (tables / "confusion.csv").open() as handle:
         table = list(csv.reader(handle))
     assert table[0][1:] == [str(digit) for digit in range(10)]
     assert [row[0] for row in table[1:]] == [str(digit) for digit in range(10)]
     np.testing.assert_array_equal(np.array([row[1:] for row in table[1:]], dtype=int), counts)
 
-    with (folder / "per_digit.csv").open() as handle:
+    with (tables / "per_digit.csv").open() as handle:
         per_digit = list(csv.DictReader(handle))
     assert list(per_digit[0]) == ["digit", "support", "recall", "precision", "f1"]
     for digit, row in enumerate(per_digit):
@@ -157,7 +157,7 @@ def test_loss_and_predictions_agree_with_keras_on_the_trained_model(evaluated):
 def test_figures_are_valid_pngs_of_sensible_size(evaluated):
     paths, _, _ = evaluated
     for name in ("confusion.png", "misclassified.png"):
-        file = paths.evaluate_reports(CELL.key) / name
+        file = paths.evaluate_figures(CELL.key) / name
         with Image.open(file) as image:
             image.verify()
         with Image.open(file) as image:
@@ -211,7 +211,7 @@ def test_evaluating_again_adds_no_run_and_no_metric_point(evaluated, monkeypatch
     store = client(paths)
     experiment = store.get_run(run_id(paths)).info.experiment_id
     runs_before = len(store.search_runs([experiment]))
-    assert evaluate.run(params, CELL, paths) == result
+    assert evaluate.run(params, paths, [CELL])[CELL.key] == result
     assert len(store.search_runs([experiment])) == runs_before == 1
     logged = [key for key in store.get_run(run_id(paths)).data.metrics if key.startswith("test/")]
     assert len(logged) == 3 + 3 * 10  # loss, accuracy, f1_macro; recall, precision, f1 per digit
@@ -246,8 +246,8 @@ def test_a_run_missing_from_the_store_is_a_clear_error(evaluated, tmp_path, monk
     with pytest.raises(
         StageError, match=rf"is not in experiment .*dvc repro --force train@{CELL.key}"
     ):
-        evaluate.run(params, CELL, other)
-    assert not other.evaluate_reports(CELL.key).exists()
+        evaluate.run(params, other, [CELL])
+    assert not other.evaluate_reports.exists()
 
 
 def test_missing_train_outputs_stop_before_any_work(tmp_path, monkeypatch):
@@ -258,18 +258,18 @@ def test_missing_train_outputs_stop_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(
         ConfigError, match=rf"data/models/{CELL.key}/model.keras: no such file; {hint}"
     ):
-        evaluate.run(params, CELL, paths)
+        evaluate.run(params, paths, [CELL])[CELL.key]
     model_dir = paths.model_dir(CELL.key)
     model_dir.mkdir(parents=True)
     (model_dir / "model.keras").write_text("not a model")
     with pytest.raises(ConfigError, match=rf"model.keras: not a Keras model .*{hint}"):
-        evaluate.run(params, CELL, paths)
+        evaluate.run(params, paths, [CELL])[CELL.key]
     shutil.copy(_any_keras_file(tmp_path), model_dir / "model.keras")
     with pytest.raises(ConfigError, match=rf"run.json: missing; {hint}"):
-        evaluate.run(params, CELL, paths)
+        evaluate.run(params, paths, [CELL])[CELL.key]
     (model_dir / "run.json").write_text('{"cell": "x"}')
     with pytest.raises(ConfigError, match=rf"run.json: has no `run_id` .*{hint}"):
-        evaluate.run(params, CELL, paths)
+        evaluate.run(params, paths, [CELL])[CELL.key]
     assert not paths.mlflow_db.exists()  # nothing reached MLflow
 
 
@@ -285,9 +285,8 @@ def _any_keras_file(folder: Path) -> Path:
 
 
 def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
-    write_project(tmp_path, tiny_params())
-    arguments = ["evaluate", "--activation", "relu", "--initializer", "glorot_uniform"]
-    arguments += ["--optimizer", "adam", "--seed", "0", "--root", str(tmp_path)]
+    write_project(tmp_path, tiny_params())  # its grid is the one cell CELL
+    arguments = ["evaluate", "--root", str(tmp_path)]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2
     message = result.stderr.strip()

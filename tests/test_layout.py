@@ -54,6 +54,12 @@ def test_outputs_match_the_paths_module():
     train_reports = relative(PATHS.train_reports(KEY))
     assert {m.rsplit("/", 1)[0] for m in declared(stages["train"], "metrics")} == {train_reports}
     assert {p.rsplit("/", 1)[0] for p in declared(stages["train"], "plots")} == {train_reports}
+    evaluate = stages["evaluate"]
+    outs = {PATHS.export_dir(KEY).parent, PATHS.evaluate_tables(KEY).parent}
+    assert declared(evaluate, "outs") == {relative(path) for path in outs}
+    assert declared(evaluate, "metrics") == {relative(PATHS.evaluate_metrics(KEY).parent)}
+    plots = {PATHS.evaluate_predictions(KEY).parent, PATHS.evaluate_figures(KEY).parent}
+    assert declared(evaluate, "plots") == {relative(path) for path in plots}
 
 
 def test_train_cells_declare_every_value_that_defines_them():

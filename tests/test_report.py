@@ -60,11 +60,12 @@ def accuracy_of(cell: Cell) -> float:
 
 
 def write_cell(paths: Paths, cell: Cell, hidden_layers: int = 2) -> None:
-    """reports/train/<key>/ and reports/evaluate/<key>/ as train and evaluate write them."""
+    """The cell's reports/train/ and reports/evaluate/ files as train and evaluate write them."""
     accuracy = accuracy_of(cell)
-    train, evaluate = paths.train_reports(cell.key), paths.evaluate_reports(cell.key)
+    train, tables = paths.train_reports(cell.key), paths.evaluate_tables(cell.key)
     train.mkdir(parents=True, exist_ok=True)
-    evaluate.mkdir(parents=True, exist_ok=True)
+    tables.mkdir(parents=True, exist_ok=True)
+    paths.evaluate_metrics(cell.key).parent.mkdir(parents=True, exist_ok=True)
     epochs = np.arange(1, EPOCHS + 1)
     val_accuracy = accuracy - 0.02 * (EPOCHS - epochs) / EPOCHS
     pd.DataFrame(
@@ -106,7 +107,7 @@ def write_cell(paths: Paths, cell: Cell, hidden_layers: int = 2) -> None:
     ]
     pd.DataFrame(rows).to_csv(train / "diagnostics.csv", index=False)
     recall = [min(1.0, accuracy + 0.002 * (digit - 5)) for digit in range(10)]
-    (evaluate / "metrics.json").write_text(
+    paths.evaluate_metrics(cell.key).write_text(
         json.dumps(
             {
                 "test_loss": 1.0 - accuracy,
@@ -121,7 +122,7 @@ def write_cell(paths: Paths, cell: Cell, hidden_layers: int = 2) -> None:
     )
     pd.DataFrame(
         {"digit": range(10), "support": 1000, "recall": recall, "precision": recall, "f1": recall}
-    ).to_csv(evaluate / "per_digit.csv", index=False)
+    ).to_csv(tables / "per_digit.csv", index=False)
 
 
 @pytest.fixture
@@ -281,7 +282,7 @@ def test_one_seed_leaves_intervals_undefined_and_diagnostics_off_drops_their_fig
 @pytest.mark.parametrize(
     ("folder", "file", "stage"),
     [
-        ("evaluate_reports", "per_digit.csv", "evaluate"),
+        ("evaluate_tables", "per_digit.csv", "evaluate"),
         ("train_reports", "metrics.json", "train"),
         ("train_reports", "diagnostics.csv", "train"),
     ],
@@ -295,7 +296,8 @@ def test_a_cell_without_results_is_named_with_the_stage_to_run(
         write_cell(project, cell)
     missing = cells[3]
     (getattr(project, folder)(missing.key) / file).unlink()
-    with pytest.raises(ConfigError, match=rf"{missing.key}.*dvc repro {stage}@{missing.key}"):
+    target = "evaluate" if stage == "evaluate" else f"train@{missing.key}"
+    with pytest.raises(ConfigError, match=rf"{missing.key}.*dvc repro {target}`"):
         report.run(params, project)
     assert not project.study_report.exists()
     assert not project.mlflow_db.exists()
@@ -305,9 +307,9 @@ def test_a_malformed_cell_file_is_named(project: Paths) -> None:
     params = make_params(activation=["relu"])
     for cell in grid(params.train):
         write_cell(project, cell)
-    broken = project.evaluate_reports(grid(params.train)[0].key) / "metrics.json"
+    broken = project.evaluate_metrics(grid(params.train)[0].key)
     broken.write_text('{"test_loss": 0.1}')
-    with pytest.raises(ConfigError, match=r"metrics\.json: missing key.*test_accuracy"):
+    with pytest.raises(ConfigError, match=rf"{broken.name}: missing key.*test_accuracy"):
         report.run(params, project)
 
 
@@ -335,12 +337,12 @@ def test_report_and_compare_on_real_train_and_evaluate_runs(project: Paths, tmp_
     preprocess.run(params.preprocess, project)
     for cell in grid(params.train):
         train.run(params, cell, project)
-        evaluate.run(params, cell, project)
+    evaluate.run(params, project)
     summary = report.run(params, project)
 
     cells = pd.read_csv(project.study_report / "cells.csv")
     for _, row in cells.iterrows():
-        evaluated = json.loads((project.evaluate_reports(row["key"]) / "metrics.json").read_text())
+        evaluated = json.loads(project.evaluate_metrics(row["key"]).read_text())
         trained = json.loads((project.train_reports(row["key"]) / "metrics.json").read_text())
         assert row["test_accuracy"] == pytest.approx(evaluated["test_accuracy"])
         assert row["digit_7"] == pytest.approx(evaluated["recall"]["7"])

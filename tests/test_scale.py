@@ -185,7 +185,7 @@ def test_queued_experiments_run_in_parallel_into_the_root_store(queued_study) ->
     assert set(by_name) == set(EXPERIMENTS)
     for name, cell in EXPERIMENTS.items():
         metrics = by_name[name]["metrics"]
-        evaluated = metrics[f"reports/evaluate/{cell}/metrics.json"]["data"]
+        evaluated = metrics[f"reports/evaluate/metrics/{cell}.json"]["data"]
         assert 0.0 <= evaluated["test_accuracy"] <= 1.0
         assert metrics[f"reports/train/{cell}/metrics.json"]["data"]["epochs_run"] == 1
         assert by_name[name]["params"]["params.yaml"]["data"]["train"]["seed"] == [int(cell[-1])]
@@ -201,7 +201,7 @@ def test_queued_experiments_run_in_parallel_into_the_root_store(queued_study) ->
         assert run.info.status == "FINISHED"
         assert {"best_val_accuracy", "test/accuracy"} <= set(run.data.metrics)
         assert run.data.metrics["test/accuracy"] == pytest.approx(
-            by_name[name]["metrics"][f"reports/evaluate/{cell}/metrics.json"]["data"][
+            by_name[name]["metrics"][f"reports/evaluate/metrics/{cell}.json"]["data"][
                 "test_accuracy"
             ]
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.lib.config import ConfigError
-from stages.lib.idx import display_path
+from stages.lib.paths import display_path
 
 
 @contextmanager

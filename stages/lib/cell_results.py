@@ -18,7 +18,7 @@ from stages.lib.paths import Paths
 
 FACTORS: tuple[str, ...] = ("activation", "initializer", "optimizer")
 DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
-# reports/train/<key>/metrics.json and reports/evaluate/<key>/metrics.json keys the report reads.
+# reports/train/<key>/metrics.json and reports/evaluate/metrics/<key>.json keys the report reads.
 TRAIN_KEYS: tuple[str, ...] = ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds")
 EVALUATE_KEYS: tuple[str, ...] = ("test_accuracy", "test_loss", "test_f1_macro")
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "val_accuracy")
@@ -43,13 +43,13 @@ class CellFiles:
 
     @classmethod
     def of(cls, paths: Paths, cell: Cell) -> CellFiles:
-        train, evaluate = paths.train_reports(cell.key), paths.evaluate_reports(cell.key)
+        train = paths.train_reports(cell.key)
         return cls(
             train_metrics=train / "metrics.json",
             history=train / "history.csv",
             diagnostics=train / "diagnostics.csv",
-            evaluate_metrics=evaluate / "metrics.json",
-            per_digit=evaluate / "per_digit.csv",
+            evaluate_metrics=paths.evaluate_metrics(cell.key),
+            per_digit=paths.evaluate_tables(cell.key) / "per_digit.csv",
         )
 
     def required(self, diagnostics: bool) -> list[tuple[Path, str]]:
@@ -77,12 +77,13 @@ def check_complete(paths: Paths, cells: list[Cell], diagnostics: bool) -> None:
     if not missing:
         return
     cell, file, stage = missing[0]
+    target = f"train@{cell.key}" if stage == "train" else "evaluate"
     others = len({c.key for c, _, _ in missing} - {cell.key})
     more = f"; {others} more cell(s) of the grid miss results too" if others else ""
     raise ConfigError(
         f"{file.relative_to(paths.root)}: missing, so cell {cell.key} of the grid has not been "
         f"{'trained' if stage == 'train' else 'evaluated'}; run `dvc repro` "
-        f"(or `dvc repro {stage}@{cell.key}`) before the report{more}"
+        f"(or `dvc repro {target}`) before the report{more}"
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.lib import metrics
 from stages.lib.atomic import atomic_path
+from stages.lib.evaluation_tables import CONFUSION_FIGURE, MISTAKES_FIGURE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -125,3 +127,35 @@ def _gray_with_background():  # -> matplotlib.colors.Colormap
     import matplotlib
 
     return matplotlib.colormaps["gray_r"].with_extremes(bad="#e6e6e6")
+
+
+def draw_cell(
+    images: np.ndarray,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    summary: dict[str, Any],
+    shown: int,
+    key: str,
+    files: dict[str, Path],
+) -> None:
+    """A cell's confusion heatmap and its most confident mistakes, at `files` (cell_files)."""
+    predictions = summary["predictions"]
+    accuracy = summary["accuracy"]
+    save_confusion(
+        summary["confusion"],
+        summary["confusion_normalized"],
+        f"{key}: test accuracy {accuracy:.2%} ({summary['count']} images)",
+        files[CONFUSION_FIGURE],
+    )
+    confidence = metrics.softmax(logits).max(axis=1)
+    chosen = metrics.most_confident_mistakes(labels, predictions, confidence, shown)
+    errors = int(np.count_nonzero(labels != predictions))
+    save_mistakes(
+        images[chosen],
+        labels[chosen],
+        predictions[chosen],
+        confidence[chosen],
+        f"{key}: the {len(chosen)} most confident of {errors} mistakes on the test split\n"
+        "titled with the probability the model gave its prediction",
+        files[MISTAKES_FIGURE],
+    )

@@ -1,4 +1,4 @@
-"""The text outputs of the evaluate stage: metrics.json and three CSV tables.
+"""The files of the evaluate stage per cell: metrics.json, three CSV tables and two figures.
 
 metrics.json is what `dvc metrics show` tabulates for all cells side by side, so it holds only the
 headline numbers, the per-digit recall and the most confused pairs; precision and F1 per digit are
@@ -15,12 +15,28 @@ from typing import Any
 import numpy as np
 
 from stages.lib.atomic import write_json, write_text
+from stages.lib.paths import Paths
 
 METRICS_FILE = "metrics.json"
 PER_DIGIT_FILE = "per_digit.csv"
 CONFUSION_FILE = "confusion.csv"
 PREDICTIONS_FILE = "predictions.csv"
+CONFUSION_FIGURE = "confusion.png"
+MISTAKES_FIGURE = "misclassified.png"
 DECIMALS = 6  # enough for 1 image in 10^6; keeps the files readable and diffs small
+
+
+def cell_files(paths: Paths, cell_key: str) -> dict[str, Path]:
+    """Where each evaluate file of a cell lives (see Paths), by its name in the MLflow run."""
+    tables, figures = paths.evaluate_tables(cell_key), paths.evaluate_figures(cell_key)
+    return {
+        METRICS_FILE: paths.evaluate_metrics(cell_key),
+        PREDICTIONS_FILE: paths.evaluate_predictions(cell_key),
+        PER_DIGIT_FILE: tables / PER_DIGIT_FILE,
+        CONFUSION_FILE: tables / CONFUSION_FILE,
+        CONFUSION_FIGURE: figures / CONFUSION_FIGURE,
+        MISTAKES_FIGURE: figures / MISTAKES_FIGURE,
+    }
 
 
 def metrics_json(summary: dict[str, Any]) -> dict[str, Any]:
@@ -63,13 +79,15 @@ def predictions_csv(labels: np.ndarray, predictions: np.ndarray) -> str:
     return "actual,predicted\n" + "".join(f"{line}\n" for line in lines)
 
 
-def write_tables(folder: Path, summary: dict[str, Any], labels: np.ndarray) -> dict[str, Any]:
-    """Write the four text files into `folder`; return the metrics.json content."""
+def write_tables(
+    files: dict[str, Path], summary: dict[str, Any], labels: np.ndarray
+) -> dict[str, Any]:
+    """Write the four text files of `cell_files(...)`; return the metrics.json content."""
     metrics = metrics_json(summary)
-    write_text(folder / PER_DIGIT_FILE, per_digit_csv(summary["per_class"]))
-    write_text(folder / CONFUSION_FILE, confusion_csv(summary["confusion"]))
-    write_text(folder / PREDICTIONS_FILE, predictions_csv(labels, summary["predictions"]))
-    write_json(folder / METRICS_FILE, metrics)
+    write_text(files[PER_DIGIT_FILE], per_digit_csv(summary["per_class"]))
+    write_text(files[CONFUSION_FILE], confusion_csv(summary["confusion"]))
+    write_text(files[PREDICTIONS_FILE], predictions_csv(labels, summary["predictions"]))
+    write_json(files[METRICS_FILE], metrics)
     return metrics
 
 

@@ -8,6 +8,8 @@ a changed one becomes the next step. Artifacts are overwritten in place by the a
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,9 +65,12 @@ def log_changed_metrics(
 
 
 def log_evaluation(
-    client: MlflowClient, run_id: str, summary: dict[str, Any], folder: Path
+    client: MlflowClient, run_id: str, summary: dict[str, Any], files: Mapping[str, Path]
 ) -> dict[str, float]:
-    """The test metrics and every file of `folder`, into `run_id` under `evaluation/`."""
+    """The test metrics, and each of `files` under its name in `evaluation/`, into `run_id`."""
     logged = log_changed_metrics(client, run_id, metric_values(summary))
-    client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_FOLDER)
+    with tempfile.TemporaryDirectory(prefix="mlpstudy-evaluation-") as staging:
+        for name, file in files.items():
+            shutil.copyfile(file, Path(staging) / name)
+        client.log_artifacts(run_id, staging, artifact_path=ARTIFACT_FOLDER)
     return logged

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib.config import ConfigError
-from stages.lib.paths import MNIST_FILES, Paths
+from stages.lib.paths import MNIST_FILES, Paths, display_path
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: count x rows x columns
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: count
@@ -28,16 +28,6 @@ RAW_SPLITS: dict[str, tuple[str, str]] = {
     "train": (MNIST_FILES[0], MNIST_FILES[1]),
     "test": (MNIST_FILES[2], MNIST_FILES[3]),
 }
-
-
-def display_path(path: Path, root: Path | None) -> str:
-    """`path` as the user knows it: relative to the project root when it is inside it."""
-    if root is not None:
-        try:
-            return str(Path(path).relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
 
 
 def _parse(path: Path, magic: int, kind: str, root: Path | None) -> np.ndarray:

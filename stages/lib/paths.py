@@ -54,8 +54,25 @@ class Paths:
     def export_dir(self, cell_key: str) -> Path:
         return self.root / "data" / "exported" / cell_key
 
-    def evaluate_reports(self, cell_key: str) -> Path:
-        return self.root / "reports" / "evaluate" / cell_key
+    # reports/evaluate/ is grouped by kind, so dvc.yaml declares each kind once for every cell:
+    # metrics/ (DVC metrics), predictions/ (DVC's confusion plots), figures/ (image plots), tables/.
+    @property
+    def evaluate_reports(self) -> Path:
+        return self.root / "reports" / "evaluate"
+
+    def evaluate_metrics(self, cell_key: str) -> Path:
+        return self.evaluate_reports / "metrics" / f"{cell_key}.json"
+
+    def evaluate_predictions(self, cell_key: str) -> Path:
+        return self.evaluate_reports / "predictions" / f"{cell_key}.csv"
+
+    def evaluate_tables(self, cell_key: str) -> Path:
+        """per_digit.csv and confusion.csv of one cell."""
+        return self.evaluate_reports / "tables" / cell_key
+
+    def evaluate_figures(self, cell_key: str) -> Path:
+        """confusion.png and misclassified.png of one cell."""
+        return self.evaluate_reports / "figures" / cell_key
 
     # --- report
     @property
@@ -76,3 +93,13 @@ class Paths:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+
+def display_path(path: Path, root: Path | None) -> str:
+    """`path` as the user knows it: relative to the project root when it is inside it."""
+    if root is not None:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            pass
+    return str(path)

@@ -15,8 +15,7 @@ import numpy as np
 from stages.lib.classifier import EXPORT_FILE, check_keras_file, load_classifier
 from stages.lib.config import ConfigError
 from stages.lib.digit_files import Digits, read_digits
-from stages.lib.idx import display_path
-from stages.lib.paths import Paths
+from stages.lib.paths import Paths, display_path
 
 BATCH_SIZE = 1024
 MODEL_REMEDY = (

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib.config import ConfigError
-from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES, display_path
-from stages.lib.paths import Paths
+from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
+from stages.lib.paths import Paths, display_path
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
