@@ -2,8 +2,9 @@
 
 One process evaluates the whole grid: loading TensorFlow and MLflow costs ~10 s per process,
 while evaluating one cell costs ~2 s, so 54 cells in one process take a tenth of 54 processes.
-Everything that can reject the input (each cell's model and run record, the test split, the
-cells' MLflow runs) is checked for every cell before TensorFlow is imported and any file is written.
+Everything that can reject the input is checked for every cell before any file is written: the
+model files and run records (before TensorFlow is even imported), the test split, the output
+folders, the cells' MLflow runs, and that each model loads as a 28x28 -> 10 classifier.
 
 Per cell, the test images go through the model once; every number (loss, accuracy, per-digit
 precision, recall and F1, the confusion matrix) is computed from those logits in numpy.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads: no INFO chatter
 
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stages.lib import evaluation_tables, metrics
+from stages.lib.atomic import check_writable
 from stages.lib.classifier import EXPORT_FILE, check_keras_file, export_classifier, load_classifier
 from stages.lib.config import Cell, ConfigError, Params, grid
 from stages.lib.errors import StageError
@@ -32,10 +35,17 @@ RUN_RECORD = "run.json"
 
 
 def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[str, dict[str, Any]]:
-    """Evaluate `cells` (default: the grid in params.yaml); return each cell's metrics by key."""
+    """Evaluate `cells` (default: the grid in params.yaml); return each cell's metrics by key.
+
+    Like DVC before it runs the stage, this replaces all earlier evaluate outputs, so files of
+    cells no longer in the grid never mix with fresh ones.
+    """
     cells = grid(params.train) if cells is None else cells
     run_ids = {cell.key: _check_train_outputs(paths, cell) for cell in cells}
     images, labels = load_split(paths, "test")
+    outputs = (paths.evaluate_reports, paths.export_dir(cells[0].key).parent)
+    for folder in outputs:
+        check_writable(folder, paths.root, "run `dvc repro evaluate` again")
     from stages.lib import tracking  # imports MLflow (~1 s): after the checks of local files
 
     experiment = tracking.open_experiment(params.study.name, paths)
@@ -47,25 +57,37 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
                 f"{experiment.tracking_uri}; run `dvc repro --force train@{key}` to train and "
                 "track the cell again"
             )
+    models = {cell.key: _load_model(paths, cell) for cell in cells}  # each one loads and fits
     from stages.lib import evaluation_tracking
 
+    for folder in outputs:
+        shutil.rmtree(folder, ignore_errors=True)
     results = {}
     for cell in cells:
         files = evaluation_tables.cell_files(paths, cell.key)
-        summary, results[cell.key] = _evaluate_cell(params, cell, paths, images, labels, files)
-        run_id = run_ids[cell.key]
-        evaluation_tracking.log_evaluation(experiment.client, run_id, summary, files)
+        summary, results[cell.key] = _evaluate_cell(
+            params, cell, paths, models.pop(cell.key), images, labels, files
+        )
+        evaluation_tracking.log_evaluation(experiment.client, run_ids[cell.key], summary, files)
         accuracy = results[cell.key]["test_accuracy"]
         print(f"evaluate {cell.key}: test accuracy {accuracy:.4f}", flush=True)
     return results
 
 
+def _remedy(cell: Cell) -> str:
+    return f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
+
+
+def _load_model(paths: Paths, cell: Cell) -> Any:
+    model_file = paths.model_dir(cell.key) / MODEL_FILE
+    return load_classifier(model_file, display_path(model_file, paths.root), _remedy(cell))
+
+
 def _check_train_outputs(paths: Paths, cell: Cell) -> str:
     """The cell's MLflow run id, once its model file looks like a Keras model."""
     model_file = paths.model_dir(cell.key) / MODEL_FILE
-    remedy = f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
-    check_keras_file(model_file, display_path(model_file, paths.root), remedy)
-    return read_run_id(paths, cell.key, remedy)
+    check_keras_file(model_file, display_path(model_file, paths.root), _remedy(cell))
+    return read_run_id(paths, cell.key, _remedy(cell))
 
 
 def read_run_id(paths: Paths, key: str, remedy: str) -> str:
@@ -88,14 +110,12 @@ def _evaluate_cell(
     params: Params,
     cell: Cell,
     paths: Paths,
+    model: Any,
     images: np.ndarray,
     labels: np.ndarray,
     files: dict,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, metrics.json) of one cell, its files written and its classifier exported."""
-    model_file = paths.model_dir(cell.key) / MODEL_FILE
-    remedy = f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
-    model = load_classifier(model_file, display_path(model_file, paths.root), remedy)
     logits = model.predict(images, batch_size=params.evaluate.batch_size, verbose=0)
     summary = metrics.summarize(logits, labels)
     result = evaluation_tables.write_tables(files, summary, labels)

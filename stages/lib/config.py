@@ -56,8 +56,8 @@ class StudyParams(Strict):
 
 class DownloadParams(Strict):
     mirrors: Annotated[list[str], Field(min_length=1)]
-    timeout_seconds: PositiveFloat = 30.0
-    retries: NonNegativeInt = 1
+    timeout_seconds: PositiveFloat
+    retries: NonNegativeInt
 
     @field_validator("mirrors")
     @classmethod
@@ -71,7 +71,7 @@ class DownloadParams(Strict):
 class PreprocessParams(Strict):
     validation_size: PositiveInt
     split_seed: NonNegativeInt
-    sample_grid: Annotated[int, Field(ge=1, le=20)] = 8
+    sample_grid: Annotated[int, Field(ge=1, le=20)]
 
 
 class NoHyperparameters(Strict):
@@ -79,84 +79,84 @@ class NoHyperparameters(Strict):
 
 
 class LeakyReluParams(Strict):
-    negative_slope: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    negative_slope: Annotated[float, Field(gt=0, lt=1)]
 
 
 class EluParams(Strict):
-    alpha: PositiveFloat = 1.0
+    alpha: PositiveFloat
 
 
 class ActivationParams(Strict):
-    relu: NoHyperparameters = NoHyperparameters()
-    tanh: NoHyperparameters = NoHyperparameters()
-    sigmoid: NoHyperparameters = NoHyperparameters()
-    leaky_relu: LeakyReluParams = LeakyReluParams()
-    elu: EluParams = EluParams()
-    selu: NoHyperparameters = NoHyperparameters()
-    gelu: NoHyperparameters = NoHyperparameters()
+    relu: NoHyperparameters
+    tanh: NoHyperparameters
+    sigmoid: NoHyperparameters
+    leaky_relu: LeakyReluParams
+    elu: EluParams
+    selu: NoHyperparameters
+    gelu: NoHyperparameters
 
 
 class StddevParams(Strict):
-    stddev: PositiveFloat = 0.05
+    stddev: PositiveFloat
 
 
 class VarianceScalingParams(Strict):
-    scale: PositiveFloat = 1.0
-    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
-    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"] = "truncated_normal"
+    scale: PositiveFloat
+    mode: Literal["fan_in", "fan_out", "fan_avg"]
+    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"]
 
 
 class InitializerParams(Strict):
-    glorot_uniform: NoHyperparameters = NoHyperparameters()
-    glorot_normal: NoHyperparameters = NoHyperparameters()
-    he_uniform: NoHyperparameters = NoHyperparameters()
-    he_normal: NoHyperparameters = NoHyperparameters()
-    lecun_normal: NoHyperparameters = NoHyperparameters()
-    random_normal: StddevParams = StddevParams()
-    truncated_normal: StddevParams = StddevParams()
-    variance_scaling: VarianceScalingParams = VarianceScalingParams()
-    zeros: NoHyperparameters = NoHyperparameters()
+    glorot_uniform: NoHyperparameters
+    glorot_normal: NoHyperparameters
+    he_uniform: NoHyperparameters
+    he_normal: NoHyperparameters
+    lecun_normal: NoHyperparameters
+    random_normal: StddevParams
+    truncated_normal: StddevParams
+    variance_scaling: VarianceScalingParams
+    zeros: NoHyperparameters
 
 
 class SgdParams(Strict):
-    learning_rate: PositiveFloat = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    nesterov: bool = False
+    learning_rate: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    nesterov: bool
 
 
 class RmspropParams(Strict):
-    learning_rate: PositiveFloat = 0.001
-    rho: Annotated[float, Field(gt=0, lt=1)] = 0.9
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    learning_rate: PositiveFloat
+    rho: Annotated[float, Field(gt=0, lt=1)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
 
 
 class AdagradParams(Strict):
-    learning_rate: PositiveFloat = 0.001
-    initial_accumulator_value: PositiveFloat = 0.1
+    learning_rate: PositiveFloat
+    initial_accumulator_value: PositiveFloat
 
 
 class AdamParams(Strict):
-    learning_rate: PositiveFloat = 0.001
-    beta_1: Annotated[float, Field(gt=0, lt=1)] = 0.9
-    beta_2: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    learning_rate: PositiveFloat
+    beta_1: Annotated[float, Field(gt=0, lt=1)]
+    beta_2: Annotated[float, Field(gt=0, lt=1)]
 
 
 class AdamwParams(AdamParams):
-    weight_decay: NonNegativeFloat = 0.004
+    weight_decay: NonNegativeFloat
 
 
 class OptimizerParams(Strict):
-    sgd: SgdParams = SgdParams()
-    rmsprop: RmspropParams = RmspropParams()
-    adagrad: AdagradParams = AdagradParams()
-    adam: AdamParams = AdamParams()
-    adamw: AdamwParams = AdamwParams()
-    nadam: AdamParams = AdamParams()
+    sgd: SgdParams
+    rmsprop: RmspropParams
+    adagrad: AdagradParams
+    adam: AdamParams
+    adamw: AdamwParams
+    nadam: AdamParams
 
 
 class DiagnosticsParams(Strict):
-    enabled: bool = True
-    probe_size: Annotated[int, Field(ge=1, le=4096)] = 256
+    enabled: bool
+    probe_size: Annotated[int, Field(ge=1, le=4096)]
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -174,18 +174,18 @@ class TrainParams(Strict):
     seed: Annotated[list[NonNegativeInt], Field(min_length=1)]
     # Shared by every cell.
     hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
-    dropout: Fraction = 0.0
+    dropout: Fraction
     epochs: PositiveInt
     batch_size: PositiveInt
-    early_stopping_patience: PositiveInt | None = None
-    steps_per_execution: PositiveInt = 64
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    distribute: Literal["none", "mirrored"] = "none"
-    diagnostics: DiagnosticsParams = DiagnosticsParams()
+    early_stopping_patience: PositiveInt | None
+    steps_per_execution: PositiveInt
+    device: Literal["auto", "cpu", "gpu"]
+    distribute: Literal["none", "mirrored"]
+    diagnostics: DiagnosticsParams
     # Hyperparameters of each name; a cell reads the entries of its own names.
-    activations: ActivationParams = ActivationParams()
-    initializers: InitializerParams = InitializerParams()
-    optimizers: OptimizerParams = OptimizerParams()
+    activations: ActivationParams
+    initializers: InitializerParams
+    optimizers: OptimizerParams
 
     @field_validator("activation", "initializer", "optimizer", "seed")
     @classmethod
@@ -194,12 +194,12 @@ class TrainParams(Strict):
 
 
 class EvaluateParams(Strict):
-    batch_size: PositiveInt = 1024
-    misclassified_shown: Annotated[int, Field(ge=1, le=100)] = 36
+    batch_size: PositiveInt
+    misclassified_shown: Annotated[int, Field(ge=1, le=100)]
 
 
 class ReportParams(Strict):
-    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    confidence: Annotated[float, Field(gt=0, lt=1)]
 
 
 class Params(Strict):
@@ -209,8 +209,8 @@ class Params(Strict):
     download: DownloadParams
     preprocess: PreprocessParams
     train: TrainParams
-    evaluate: EvaluateParams = EvaluateParams()
-    report: ReportParams = ReportParams()
+    evaluate: EvaluateParams
+    report: ReportParams
 
 
 # ------------------------------------------------------------------------------------ one grid cell
@@ -297,7 +297,7 @@ def _describe(error: ValidationError) -> str:
             f"allowed here: {', '.join(valid)}"
         )
     if first["type"] == "missing":
-        return f"missing key {key!r}"
+        return f"missing key {key!r}; params.yaml states every setting (no hidden defaults)"
     if first["type"] == "literal_error":
         allowed = _literal_choices(first)
         return (
