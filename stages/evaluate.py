@@ -30,9 +30,6 @@ from stages.lib.errors import StageError
 from stages.lib.paths import Paths, display_path
 from stages.lib.prepared import load_split
 
-MODEL_FILE = "model.keras"  # written by train (stages/lib/train_outputs.py)
-RUN_RECORD = "run.json"
-
 
 def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate `cells` (default: the grid in params.yaml); return each cell's metrics by key.
@@ -43,7 +40,7 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     cells = grid(params.train) if cells is None else cells
     run_ids = {cell.key: _check_train_outputs(paths, cell) for cell in cells}
     images, labels = load_split(paths, "test")
-    outputs = (paths.evaluate_reports, paths.export_dir(cells[0].key).parent)
+    outputs = (paths.evaluate_reports, paths.exported)
     for folder in outputs:
         check_writable(folder, paths.root, "run `dvc repro evaluate` again")
     from stages.lib import tracking  # imports MLflow (~1 s): after the checks of local files
@@ -52,7 +49,7 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     for key, run_id in run_ids.items():
         if not tracking.run_exists(experiment, run_id):
             raise StageError(
-                f"{display_path(paths.model_dir(key) / RUN_RECORD, paths.root)}: run {run_id} is "
+                f"{display_path(paths.run_record(key), paths.root)}: run {run_id} is "
                 f"not in experiment {experiment.name!r} of the MLflow store "
                 f"{experiment.tracking_uri}; run `dvc repro --force train@{key}` to train and "
                 "track the cell again"
@@ -79,20 +76,20 @@ def _remedy(cell: Cell) -> str:
 
 
 def _load_model(paths: Paths, cell: Cell) -> Any:
-    model_file = paths.model_dir(cell.key) / MODEL_FILE
+    model_file = paths.model_file(cell.key)
     return load_classifier(model_file, display_path(model_file, paths.root), _remedy(cell))
 
 
 def _check_train_outputs(paths: Paths, cell: Cell) -> str:
     """The cell's MLflow run id, once its model file looks like a Keras model."""
-    model_file = paths.model_dir(cell.key) / MODEL_FILE
+    model_file = paths.model_file(cell.key)
     check_keras_file(model_file, display_path(model_file, paths.root), _remedy(cell))
     return read_run_id(paths, cell.key, _remedy(cell))
 
 
 def read_run_id(paths: Paths, key: str, remedy: str) -> str:
     """The MLflow run id that train recorded in data/models/<key>/run.json."""
-    record_file = paths.model_dir(key) / RUN_RECORD
+    record_file = paths.run_record(key)
     name = display_path(record_file, paths.root)
     try:
         record = json.loads(record_file.read_text())

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 
 from stages.lib import cell_run, resume, tracking, tracking_log
-from stages.lib.atomic import check_writable
+from stages.lib.atomic import check_writable, write_json
 from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.config import Cell, Params
 from stages.lib.device import make_deterministic, select_device
@@ -24,11 +24,9 @@ from stages.lib.prepared import load_split, split_file
 from stages.lib.train_diagnostics import diagnostics_callbacks
 from stages.lib.train_diagnostics import publish as publish_diagnostics
 from stages.lib.train_outputs import (
-    MODEL_FILE,
     save_model,
     summarize,
     write_reports,
-    write_run_record,
 )
 
 # TensorFlow, Keras and MLflow load a few million long-lived objects. Freezing them keeps every
@@ -84,7 +82,7 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
         publish_diagnostics(folder, paths.train_reports(cell.key))
         model_uri = cell_run.log_model_once(model, folder, run_id, metrics, experiment)
         tracking_log.log_reports(paths.train_reports(cell.key))
-    save_model(model, paths.model_dir(cell.key) / MODEL_FILE)
+    save_model(model, paths.model_file(cell.key))
     record = {
         "run_id": run_id,
         "experiment_id": experiment.experiment_id,
@@ -93,6 +91,6 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
         "cell": {**cell.model_dump(), "key": cell.key},
         "config_digest": digest,
     }
-    write_run_record(paths.model_dir(cell.key), record)
+    write_json(paths.run_record(cell.key), record)  # how evaluate finds the cell's run
     resume.remove(folder)
     return metrics

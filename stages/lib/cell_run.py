@@ -49,8 +49,8 @@ def tags(
     }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
+    if tracking.dvc_experiment():
+        tags[tracking.DVC_EXP_TAG] = tracking.dvc_experiment()
     return tags
 
 

@@ -8,7 +8,6 @@ study-level report run never shows up as a cell. A cell trained twice (another c
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from stages.lib.compare_view import (
     write_csv,
 )
 from stages.lib.config import ConfigError, load_params
-from stages.lib.errors import StageError
 from stages.lib.paths import Paths
 
 
@@ -79,13 +77,7 @@ def store_uri(tracking_uri: str | None, root: Path) -> str:
             "first, or pass --tracking-uri (sqlite:///path/to/mlflow.db or http://host:port)"
         )
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5.0) as response:
-                response.read()
-        except (OSError, ValueError) as error:
-            raise StageError(
-                f"--tracking-uri: the MLflow server {uri} is not reachable ({error})"
-            ) from None
+        tracking.check_server(uri, "--tracking-uri")
     return uri
 
 
@@ -116,7 +108,7 @@ def _row(run: Run) -> dict[str, object]:
         ),
         "status": run.info.status,
         "run_id": run.info.run_id,
-        "dvc_exp": run.data.tags.get("dvc_exp", ""),
+        "dvc_exp": run.data.tags.get(tracking.DVC_EXP_TAG, ""),
         "git_commit": run.data.tags.get("git_commit", ""),
     }
     row |= {name: value for name, value in sorted(params.items()) if name not in row}

@@ -47,12 +47,24 @@ class Paths:
     def model_dir(self, cell_key: str) -> Path:
         return self.root / "data" / "models" / cell_key
 
+    def model_file(self, cell_key: str) -> Path:
+        """The trained Keras model that evaluate reads."""
+        return self.model_dir(cell_key) / "model.keras"
+
+    def run_record(self, cell_key: str) -> Path:
+        """run.json: the cell's MLflow run id (and logged model), for evaluate to log into."""
+        return self.model_dir(cell_key) / "run.json"
+
     def train_reports(self, cell_key: str) -> Path:
         return self.root / "reports" / "train" / cell_key
 
     # --- evaluate
+    @property
+    def exported(self) -> Path:
+        return self.root / "data" / "exported"
+
     def export_dir(self, cell_key: str) -> Path:
-        return self.root / "data" / "exported" / cell_key
+        return self.exported / cell_key
 
     # reports/evaluate/ is grouped by kind, so dvc.yaml declares each kind once for every cell:
     # metrics/ (DVC metrics), predictions/ (DVC's confusion plots), figures/ (image plots), tables/.

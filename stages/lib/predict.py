@@ -26,7 +26,7 @@ MODEL_REMEDY = (
 
 def exported_cells(paths: Paths) -> list[str]:
     """Cells whose classifier evaluate has exported, sorted."""
-    folder = paths.export_dir("any").parent  # the folder that holds every cell's export
+    folder = paths.exported
     if not folder.is_dir():
         return []
     return sorted(cell.name for cell in folder.iterdir() if (cell / EXPORT_FILE).is_file())

@@ -13,7 +13,6 @@ store keep one report each (and the workspace's report, without the tag, is left
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def report_runs(experiment: tracking.Experiment, dvc_exp: str | None = None) -> 
         filter_string=f"tags.kind = '{REPORT_KIND}'",
         run_view_type=ViewType.ACTIVE_ONLY,
     )
-    return [run for run in runs if run.data.tags.get("dvc_exp") == dvc_exp]
+    return [run for run in runs if run.data.tags.get(tracking.DVC_EXP_TAG) == dvc_exp]
 
 
 def log_report(
@@ -47,7 +46,7 @@ def log_report(
 ) -> str:
     """Log `folder` (the whole reports/study/) as the study's report run; return its id."""
     client = experiment.client
-    dvc_exp = os.environ.get("DVC_EXP_NAME") or None
+    dvc_exp = tracking.dvc_experiment()
     previous = [run.info.run_id for run in report_runs(experiment, dvc_exp)]
     train = params.train
     tags = {
@@ -58,7 +57,7 @@ def log_report(
             f"Study report of {params.study.name}: {summary['cells']} cells. "
             "Open the artifact index.html (self-contained) or summary.md."
         ),
-        **({"dvc_exp": dvc_exp} if dvc_exp else {}),
+        **({tracking.DVC_EXP_TAG: dvc_exp} if dvc_exp else {}),
     }
     run = client.create_run(experiment.experiment_id, run_name=RUN_NAME, tags=tags)
     run_id = run.info.run_id

@@ -28,6 +28,12 @@ from stages.lib.paths import Paths
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 CELL_KIND = "cell"  # value of the `kind` tag on each cell's run (the report's run has another)
+DVC_EXP_TAG = "dvc_exp"  # the DVC experiment a run belongs to, on cell and report runs
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment running this stage (DVC sets DVC_EXP_NAME in `dvc exp run`), if any."""
+    return os.environ.get("DVC_EXP_NAME") or None
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,11 @@ def open_experiment(study_name: str, paths: Paths) -> Experiment:
     mlflow.set_tracking_uri(uri)
     database = sqlite_file(uri)
     if uri.startswith(("http://", "https://")):
-        _check_server(uri)
+        check_server(
+            uri,
+            "MLFLOW_TRACKING_URI",
+            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
+        )
         return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
     if database is None:
         return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
@@ -79,15 +89,15 @@ def open_experiment(study_name: str, paths: Paths) -> Experiment:
         return Experiment(uri, _get_or_create(uri, study_name, artifacts.as_uri()), study_name)
 
 
-def _check_server(uri: str) -> None:
+def check_server(uri: str, key: str, remedy: str = "") -> None:
+    """Raise StageError naming `key` (where the URI came from) unless the server answers."""
     health = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_SECONDS) as response:
             response.read()
     except (OSError, ValueError) as error:
         raise StageError(
-            f"MLFLOW_TRACKING_URI: the MLflow server {uri} is not reachable ({error}); "
-            "start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root"
+            f"{key}: the MLflow server {uri} is not reachable ({error}){remedy}"
         ) from None
 
 
@@ -162,7 +172,11 @@ def open_run(run_id: str, paths: Paths) -> Iterator[mlflow.ActiveRun]:
     """For later stages: continue a cell's run (the id in its run.json) to log more into it."""
     uri = tracking_uri(paths)
     if uri.startswith(("http://", "https://")):
-        _check_server(uri)
+        check_server(
+            uri,
+            "MLFLOW_TRACKING_URI",
+            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
+        )
     mlflow.set_tracking_uri(uri)
     with active_run(run_id) as run:
         yield run

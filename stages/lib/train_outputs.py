@@ -20,8 +20,6 @@ import keras
 from stages.lib.atomic import write_json, write_text
 from stages.lib.callbacks import HISTORY_COLUMNS
 
-MODEL_FILE = "model.keras"
-RUN_RECORD = "run.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 
@@ -88,8 +86,3 @@ def write_reports(
 ) -> None:
     write_text(folder / HISTORY_FILE, history_csv(rows))
     write_json(folder / METRICS_FILE, metrics)
-
-
-def write_run_record(folder: Path, record: dict[str, Any]) -> None:
-    """run.json: how later stages find the cell's MLflow run and logged model."""
-    write_json(folder / RUN_RECORD, record)
