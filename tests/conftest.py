@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 import yaml
 
@@ -48,15 +50,14 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 with a sqlite backend under tmp_path; stopped afterwards."""
     bin_dir = Path(sys.executable).parent
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
+    server = processes.spawn(
         [
-            str(bin_dir / "mlflow"),
+            bin_dir / "mlflow",
             "server",
             "--backend-store-uri",
             f"sqlite:///{tmp_path / 'server.db'}",
             "--default-artifact-root",
-            str(tmp_path / "server-artifacts"),
+            tmp_path / "server-artifacts",
             "--host",
             "127.0.0.1",
             "--port",
@@ -64,10 +65,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             "--workers",
             "1",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log=tmp_path / "server.log",
         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
-        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -79,18 +78,20 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
                         break
             except OSError:
                 pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(
-                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}"
-                )
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{server.output()[-4000:]}")
             time.sleep(0.5)
         yield uri
     finally:
-        os.killpg(server.pid, 15)
-        try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(AssertionError):  # not gone in 30 s: killed, group and all
             server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
-        log.close()
+
+
+@pytest.fixture(autouse=True)
+def reap_children() -> Iterator[None]:
+    """Kill any child a test left running (see processes.py) and show what it printed."""
+    yield
+    for report in processes.reap():
+        print(report)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import processes
 import yaml
 from conftest import PROJECT_ROOT
 from synthetic import write_mirror
@@ -59,6 +59,7 @@ def make_project(
         "GIT_AUTHOR_EMAIL": "test@example.invalid",
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "DVC_NO_ANALYTICS": "1",  # no analytics daemon left behind by a test's dvc
     }
     env.pop("DVC_ROOT", None)
     git(project, env, "init", "-q")
@@ -80,8 +81,15 @@ def dvc_json(project: Path, env: dict[str, str], *args: str) -> Any:
     return json.loads(run(project, env, str(BIN / "dvc"), *args, "--json", stdout_only=True))
 
 
-def run(project: Path, env: dict[str, str], *command: str, stdout_only: bool = False) -> str:
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+def run(
+    project: Path,
+    env: dict[str, str],
+    *command: str,
+    stdout_only: bool = False,
+    timeout: float = processes.DEFAULT_TIMEOUT,
+) -> str:
+    """Run `command` in `project`; fail with its output if it fails or outlives `timeout`."""
+    result = processes.run(list(command), cwd=project, env=env, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\n"

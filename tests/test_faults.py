@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
+import processes
 import pytest
 from mlflow.tracking import MlflowClient
 from test_train import CELL, METRIC_KEYS, clean_environment, make_project, train_command
@@ -47,16 +47,14 @@ def no_tracking_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def on_devices(replicas: int, roots: list[Path], log: Path) -> subprocess.Popen:
+def on_devices(replicas: int, roots: list[Path], log: Path) -> processes.Child:
     """`mlpstudy train` for CELL at each root, in one fresh process seeing `replicas` devices."""
     commands = json.dumps([train_command(root)[1:] for root in roots])
-    with log.open("w") as output:
-        return subprocess.Popen(
-            [sys.executable, "-c", ON_DEVICES, str(replicas), commands],
-            env=clean_environment(),
-            stdout=output,
-            stderr=output,
-        )
+    return processes.spawn(
+        [sys.executable, "-c", ON_DEVICES, str(replicas), commands],
+        log=log,
+        env=clean_environment(),
+    )
 
 
 def exit_codes(log: Path) -> list[int]:
@@ -139,16 +137,13 @@ def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real
     cells = [CELL, make_cell("tanh", "glorot_uniform", "sgd", 1)]
     logs = [tmp_path / f"{cell.key}.log" for cell in cells]
     processes = []
-    for cell, log in zip(cells, logs, strict=True):
-        with log.open("w") as output:
-            processes.append(
-                subprocess.Popen(
-                    train_command(root, cell), env=clean_environment(), stdout=output, stderr=output
-                )
-            )
+    children = [
+        processes.spawn(train_command(root, cell), log=log, env=clean_environment())
+        for cell, log in zip(cells, logs, strict=True)
+    ]
 
-    for process, log in zip(processes, logs, strict=True):
-        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    for child in children:
+        assert child.wait(timeout=300) == 0, child.output()[-3000:]
 
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     experiment = client.get_experiment_by_name(params.study.name)

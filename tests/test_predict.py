@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import processes
 import pytest
 import yaml
 from conftest import PROJECT_ROOT
@@ -191,11 +191,8 @@ def test_bad_input_is_refused_before_tensorflow_is_imported(tmp_path):
         "        print(error)\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(text), str(fake), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
+    result = processes.run(
+        [sys.executable, "-c", script, text, fake, tmp_path], check=True, timeout=120
     )
     lines = result.stdout.strip().splitlines()
     assert "not a Keras model" in lines[0] and "give --cell CELL" in lines[1]

@@ -5,17 +5,19 @@ Each test runs the real pipeline (`dvc repro`, `dvc queue`) in a temp git repo o
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 import yaml
 from conftest import free_port
@@ -81,13 +83,8 @@ def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server
     assert report.data.metrics["cells"] == 2
 
     out = tmp_path / "compare.csv"
-    compared = subprocess.run(
-        [str(BIN / "mlpstudy"), "compare", "--csv", str(out)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    compared = processes.run(
+        [BIN / "mlpstudy", "compare", "--csv", out], cwd=project, env=env, timeout=120
     )
 
     assert compared.returncode == 0, compared.stderr
@@ -108,12 +105,10 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
     command += ["--optimizer", "adam", "--seed", "0"]
 
     started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / "mlpstudy"), *command],
+    result = processes.run(
+        [BIN / "mlpstudy", *command],
         cwd=project,
         env={**without_tracking_env(env), "MLFLOW_TRACKING_URI": uri},
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     seconds = time.monotonic() - started
@@ -129,7 +124,7 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
 
 
 # ------------------------------------------------------------ 3. queued parallel experiments
-QUEUE_TIMEOUT_SECONDS = 600
+QUEUE_TIMEOUT_SECONDS = 420  # below the per-test limit in pyproject.toml
 EXPERIMENTS = {"seed-one": "relu-glorot_uniform-adam-1", "seed-two": "relu-glorot_uniform-adam-2"}
 
 
@@ -154,10 +149,50 @@ def wait_for_queue(project: Path, env: dict[str, str]) -> dict[str, str]:
         time.sleep(2)
 
 
+def queue_workers(project: Path) -> list[int]:
+    """Pids of the `dvc exp queue-worker` processes serving `project`'s queue.
+
+    DVC names each worker `dvc-exp-<sha256(.dvc/tmp/exps/celery)[:6]>-<n>@localhost`.
+    """
+    wdir = str(project / ".dvc" / "tmp" / "exps" / "celery")
+    node = f"dvc-exp-{hashlib.sha256(wdir.encode()).hexdigest()[:6]}-"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [part.decode(errors="replace") for part in command]
+        if "queue-worker" in words and any(word.startswith(node) for word in words):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_queue(project: Path, env: dict[str, str]) -> None:
+    """Stop the queue's workers (killing any task still running) and wait for them to exit.
+
+    Fails the test, after SIGKILLing them, if a worker outlives the wait.
+    """
+    if queue_workers(project):
+        dvc(project, env, "queue", "stop", "--kill", timeout=120)
+    left = processes.pids_alive(queue_workers(project), timeout=60)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"queue workers {left} still alive 60 s after `dvc queue stop --kill`"
+
+
 @pytest.fixture(scope="module")
 def queued_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Two experiments (seed 1, seed 2) queued on a committed project and run by 2 workers."""
-    project, env = make_project(tmp_path_factory.mktemp("queue"))
+    """Two experiments (seed 1, seed 2) queued on a committed project and run by 2 workers.
+
+    `dvc queue start` leaves worker daemons behind: its output goes to a file, never a pipe the
+    workers would inherit, and the workers are stopped at the end whatever the outcome.
+    """
+    folder = tmp_path_factory.mktemp("queue")
+    project, env = make_project(folder)
     env = without_tracking_env(env)  # the default store: mlflow.db at the root, via DVC_ROOT
     dvc(project, env, "repro", "preprocess")
     git(project, env, "add", "-A")
@@ -166,14 +201,19 @@ def queued_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         seed = cell.rsplit("-", 1)[1]
         dvc(project, env, "exp", "run", "--queue", "--name", name, "-S", f"train.seed=[{seed}]")
     try:
-        dvc(project, env, "queue", "start", "--jobs", "2")
+        started = processes.spawn(
+            [BIN / "dvc", "queue", "start", "--jobs", "2"],
+            log=folder / "queue-start.log",
+            cwd=project,
+            env=env,
+        )
+        assert started.wait(timeout=120) == 0, started.output()
         tasks = wait_for_queue(project, env)
         logs = {name: dvc(project, env, "queue", "logs", name) for name in tasks}
         assert tasks == dict.fromkeys(EXPERIMENTS, "Success"), logs
         yield {"project": project, "env": env, "logs": logs}
     finally:
-        if set(queue_tasks(project, env).values()) & {"Queued", "Running"}:
-            dvc(project, env, "queue", "stop", "--kill")
+        stop_queue(project, env)
 
 
 def test_queued_experiments_run_in_parallel_into_the_root_store(queued_study) -> None:
@@ -214,6 +254,15 @@ def test_each_queued_experiment_keeps_its_own_report_run(queued_study) -> None:
     assert sorted(run.data.tags.get("dvc_exp", "") for run in reports) == sorted(EXPERIMENTS)
 
 
+def test_no_queue_worker_outlives_the_queue(queued_study) -> None:
+    """What the fixture's teardown does, checked: after stopping, no worker of the project lives."""
+    project, env = queued_study["project"], queued_study["env"]
+
+    stop_queue(project, env)
+
+    assert queue_workers(project) == []
+
+
 # ------------------------------------------------------- 4. SIGKILL mid-epoch through `dvc repro`
 KILL_EPOCHS = 4
 
@@ -239,19 +288,16 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
     project, env = make_project(tmp_path, slow_two_cells, n_train=6000)
     paths = Paths.at(project)
     dvc(project, env, "repro", "preprocess")
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(
-        [str(BIN / "dvc"), "repro", "train"],  # the grid's train@ stages (and their inputs)
+    first = processes.spawn(
+        [BIN / "dvc", "repro", "train"],  # the grid's train@ stages (and their inputs)
+        log=tmp_path / "first.log",
         cwd=project,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 300
         while True:
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert first.process.poll() is None, first.output()[-3000:]
             assert time.monotonic() < deadline, "no second cell's checkpoint within 300 s"
             records = list((project / "data" / "models").glob("*/run.json"))
             if records:
@@ -260,9 +306,7 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
                     break
             time.sleep(0.05)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # dvc and its stage: no cleanup runs
-        first.wait()
-        log.close()
+        first.kill()  # SIGKILL to dvc and its stage: no cleanup runs
     finished, killed = done["cell"]["key"], ({ADAM, SGD} - {done["cell"]["key"]}).pop()
     (folder,) = checkpoints_of_others(paths, done["run_id"])
     checkpoint = resume.load(folder)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import processes
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -68,13 +68,13 @@ def test_two_processes_creating_a_fresh_store_at_once_both_succeed(tmp_path):
         print(tracking.open_experiment({STUDY!r}, Paths.at({str(tmp_path)!r})).experiment_id)
         """
     )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
+    children = [
+        processes.spawn([sys.executable, "-c", script], log=tmp_path / f"{n}.log") for n in (1, 2)
     ]
-    outputs = [process.communicate(timeout=120)[0].strip() for process in processes]
+    codes = [child.wait(timeout=120) for child in children]
+    outputs = [child.output().strip().splitlines()[-1] for child in children]
 
-    assert [process.returncode for process in processes] == [0, 0]
+    assert codes == [0, 0], [child.output()[-2000:] for child in children]
     assert outputs[0] == outputs[1]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [e.name for e in client.search_experiments()].count(STUDY) == 1
@@ -144,9 +144,9 @@ def test_git_commit_of_a_repository_or_unknown(tmp_path):
         "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }
     for command in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
-        subprocess.run(["git", "-C", str(repository), *command], check=True, env=env)
-    head = subprocess.run(
-        ["git", "-C", str(repository), "rev-parse", "HEAD"], capture_output=True, text=True
+        processes.run(["git", "-C", repository, *command], check=True, env=env, timeout=60)
+    head = processes.run(
+        ["git", "-C", repository, "rev-parse", "HEAD"], check=True, timeout=60
     ).stdout.strip()
 
     assert tracking.git_commit(repository) == head

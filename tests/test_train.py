@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+import processes
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -331,9 +331,7 @@ def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_param
     roots = [tmp_path / "first", tmp_path / "second"]
     for root in roots:
         make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, dropout=0.1)
-        subprocess.run(
-            train_command(root), check=True, env=clean_environment(), capture_output=True
-        )
+        processes.run(train_command(root), check=True, env=clean_environment(), timeout=300)
 
     first, second = (
         keras.models.load_model(Paths.at(root).model_dir(CELL.key) / "model.keras")
@@ -364,30 +362,24 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
         early_stopping_patience=100,  # on, so its state is checkpointed too, but never stopping
     )
     paths = Paths.at(root)
-    first = subprocess.Popen(
-        train_command(root),
-        env=clean_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    first = processes.spawn(
+        train_command(root), log=tmp_path / "first.log", env=clean_environment()
     )
     try:
         deadline = time.monotonic() + 300
         while not list(paths.checkpoints.glob(f"*/{resume.METADATA_FILE}")):
-            assert first.poll() is None, "training ended before its first checkpoint"
+            assert first.process.poll() is None, "training ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
     finally:
         first.kill()  # SIGKILL: no cleanup runs
-        first.wait()
-    assert first.returncode == -9
+    assert first.process.returncode == -9
     (folder,) = paths.checkpoints.iterdir()
     checkpoint = resume.load(folder)
     assert checkpoint is not None and 1 <= checkpoint.epochs_completed < epochs
     run_id = resume.read_run_file(folder)["run_id"]
 
-    second = subprocess.run(
-        train_command(root), env=clean_environment(), capture_output=True, text=True
-    )
+    second = processes.run(train_command(root), env=clean_environment(), timeout=300)
 
     assert second.returncode == 0, second.stderr[-3000:]
     announced = re.findall(r"Epoch (\d+)/\d+", second.stdout)

@@ -1,0 +1,173 @@
+"""Child processes for tests, made so that no test can hang on one.
+
+Every child gets its own process group, standard input from /dev/null and its output in a file,
+never in a pipe: a daemon it leaves behind (a DVC queue worker, an updater) cannot keep a test
+waiting for end-of-file. Every wait has a deadline; past it the whole group is killed and the test
+fails with the command and the tail of what it printed. Children still alive when their test ends
+are killed by the autouse `reap_children` fixture in conftest.py, which prints their output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_TIMEOUT = 600  # seconds; below the per-test limit (pyproject.toml), so this fires first
+TAIL = 4000
+
+_alive: list[Child] = []
+
+
+@dataclass
+class Child:
+    """A started child process, its output file and the command, for messages."""
+
+    process: subprocess.Popen
+    log: Path
+    command: list[str]
+    owns_log: bool = field(default=False)
+    errors: Path | None = None  # stderr's own file, if not in `log`
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        """What the child printed: stdout, then stderr where it has its own file."""
+        return "".join(_read(path) for path in (self.log, self.errors) if path)
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group and reap the child."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        if self in _alive:
+            _alive.remove(self)
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """The exit code; past `timeout` the group is killed and the test fails."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(self.describe(f"still running after {timeout:.0f} s")) from None
+        if self in _alive:
+            _alive.remove(self)
+        return code
+
+    def describe(self, what: str) -> str:
+        return f"{' '.join(self.command)}: {what}\noutput (tail):\n{self.output()[-TAIL:]}"
+
+
+def spawn(
+    command: list[str],
+    *,
+    log: Path | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    errors: Path | None = None,
+) -> Child:
+    """Start `command` in its own process group, its stdout (and stderr) going to `log`.
+
+    With `errors`, stderr goes to that file instead.
+    """
+    owns_log = log is None
+    if log is None:
+        log = _temp_file()
+    separate = errors.open("w") if errors else contextlib.nullcontext()
+    with log.open("w") as output, separate as error_output:
+        process = subprocess.Popen(
+            [str(part) for part in command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=error_output or subprocess.STDOUT,
+            start_new_session=True,
+        )
+    child = Child(process, log, [str(part) for part in command], owns_log, errors)
+    _alive.append(child)
+    return child
+
+
+def run(
+    command: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """Run `command` to its end, its stdout and stderr kept apart as in `subprocess.run`.
+
+    With `check`, a non-zero exit fails the test with the command and its output.
+    """
+    out, err = _temp_file(), _temp_file()
+    try:
+        child = spawn(command, log=out, errors=err, cwd=cwd, env=env)
+        code = child.wait(timeout)
+        stdout, stderr = _read(out), _read(err)
+    finally:
+        out.unlink(missing_ok=True)
+        err.unlink(missing_ok=True)
+    if check and code != 0:
+        raise AssertionError(
+            f"{' '.join(child.command)} exited {code}\nstdout:\n{stdout[-TAIL:]}\n"
+            f"stderr:\n{stderr[-TAIL:]}"
+        )
+    return subprocess.CompletedProcess(child.command, code, stdout, stderr)
+
+
+def alive_children() -> list[Child]:
+    return [child for child in _alive if child.process.poll() is None]
+
+
+def reap() -> list[str]:
+    """Kill every child still running; return a description of each (for the test's report)."""
+    reports = []
+    for child in list(_alive):
+        if child.process.poll() is None:
+            reports.append(child.describe("still running when its test ended; killed"))
+            child.kill()
+        else:
+            _alive.remove(child)
+        if child.owns_log:
+            child.log.unlink(missing_ok=True)
+    return reports
+
+
+def pids_alive(pids: list[int], timeout: float) -> list[int]:
+    """The pids in `pids` still alive after waiting up to `timeout` seconds for them to go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _temp_file() -> Path:
+    handle, name = tempfile.mkstemp(prefix="child-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
