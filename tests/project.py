@@ -68,12 +68,12 @@ def make_project(
     return project, env
 
 
-def git(project: Path, env: dict[str, str], *args: str) -> str:
-    return run(project, env, "git", *args)
+def git(project: Path, env: dict[str, str], *args: str, **options: Any) -> str:
+    return run(project, env, "git", *args, **options)
 
 
-def dvc(project: Path, env: dict[str, str], *args: str) -> str:
-    return run(project, env, str(BIN / "dvc"), *args)
+def dvc(project: Path, env: dict[str, str], *args: str, **options: Any) -> str:
+    return run(project, env, str(BIN / "dvc"), *args, **options)
 
 
 def dvc_json(project: Path, env: dict[str, str], *args: str) -> Any:
