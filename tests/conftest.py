@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,5 +94,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 def reap_children() -> Iterator[None]:
     """Kill any child a test left running (see processes.py) and show what it printed."""
     yield
-    for report in processes.reap():
-        print(report)
+    reports = processes.reap()
+    for report in reports:
+        print(report)  # shown with a failing test's output
+    if reports:
+        warnings.warn(f"{len(reports)} child process(es) left running, killed", stacklevel=1)

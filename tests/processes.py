@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_TIMEOUT = 600  # seconds; below the per-test limit (pyproject.toml), so this fires first
+DEFAULT_TIMEOUT = 600  # seconds per call; below the per-test limit (pyproject.toml)
 TAIL = 4000
 
 _alive: list[Child] = []
@@ -44,9 +44,9 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group and reap the child."""
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        self.process.wait(timeout=30)
         if self in _alive:
             _alive.remove(self)
 
@@ -129,14 +129,15 @@ def alive_children() -> list[Child]:
 
 
 def reap() -> list[str]:
-    """Kill every child still running; return a description of each (for the test's report)."""
+    """Kill every child still running, and whatever its process group left behind.
+
+    Returns a description of each child that was still running (for the test's report).
+    """
     reports = []
     for child in list(_alive):
         if child.process.poll() is None:
             reports.append(child.describe("still running when its test ended; killed"))
-            child.kill()
-        else:
-            _alive.remove(child)
+        child.kill()  # the group too: a daemon it started in its group goes with it
         if child.owns_log:
             child.log.unlink(missing_ok=True)
     return reports
@@ -170,4 +171,4 @@ def _zombie(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

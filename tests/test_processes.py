@@ -20,23 +20,30 @@ def test_a_daemon_left_behind_does_not_keep_run_waiting(tmp_path) -> None:
     script = f"sleep 60 & echo $! > {marker}; echo started"
 
     started = time.monotonic()
-    result = processes.run(["sh", "-c", script], timeout=30)
+    try:
+        result = processes.run(["sh", "-c", script], timeout=30)
+    finally:
+        if marker.exists():
+            os.kill(int(marker.read_text()), 9)
 
     assert time.monotonic() - started < 10
     assert result.returncode == 0
     assert result.stdout == "started\n"
-    sleeper = int(marker.read_text())
-    os.kill(sleeper, 9)
 
 
-def test_a_child_past_its_deadline_is_killed_and_the_test_fails_with_its_output() -> None:
+def test_a_child_past_its_deadline_is_killed_and_the_test_fails_with_its_output(tmp_path) -> None:
     command = [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(60)"]
+    child = processes.spawn(command, log=tmp_path / "child.log")
+    deadline = time.monotonic() + 30
+    while "working" not in child.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     started = time.monotonic()
     with pytest.raises(AssertionError, match=r"(?s)still running after 2 s.*working"):
-        processes.run(command, timeout=2)
+        child.wait(timeout=2)
 
     assert time.monotonic() - started < 15
+    assert child.process.returncode == -9
     assert processes.alive_children() == []
 
 

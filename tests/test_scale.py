@@ -154,7 +154,7 @@ def queue_workers(project: Path) -> list[int]:
 
     DVC names each worker `dvc-exp-<sha256(.dvc/tmp/exps/celery)[:6]>-<n>@localhost`.
     """
-    wdir = str(project / ".dvc" / "tmp" / "exps" / "celery")
+    wdir = os.path.join(os.path.realpath(project), ".dvc", "tmp", "exps", "celery")
     node = f"dvc-exp-{hashlib.sha256(wdir.encode()).hexdigest()[:6]}-"
     pids = []
     for entry in Path("/proc").iterdir():
@@ -173,14 +173,17 @@ def queue_workers(project: Path) -> list[int]:
 def stop_queue(project: Path, env: dict[str, str]) -> None:
     """Stop the queue's workers (killing any task still running) and wait for them to exit.
 
-    Fails the test, after SIGKILLing them, if a worker outlives the wait.
+    Workers still alive 60 s later are SIGKILLed, and then the test fails naming them.
     """
-    if queue_workers(project):
+    try:
         dvc(project, env, "queue", "stop", "--kill", timeout=120)
-    left = processes.pids_alive(queue_workers(project), timeout=60)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    finally:
+        deadline = time.monotonic() + 60
+        while (left := queue_workers(project)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert not left, f"queue workers {left} still alive 60 s after `dvc queue stop --kill`"
 
 
