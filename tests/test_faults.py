@@ -136,7 +136,6 @@ def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real
     paths = Paths.at(root)
     cells = [CELL, make_cell("tanh", "glorot_uniform", "sgd", 1)]
     logs = [tmp_path / f"{cell.key}.log" for cell in cells]
-    processes = []
     children = [
         processes.spawn(train_command(root, cell), log=log, env=clean_environment())
         for cell, log in zip(cells, logs, strict=True)
