@@ -14,8 +14,7 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TIMEOUT = 600  # seconds per call; below the per-test limit (pyproject.toml)
@@ -31,7 +30,6 @@ class Child:
     process: subprocess.Popen
     log: Path
     command: list[str]
-    owns_log: bool = field(default=False)
     errors: Path | None = None  # stderr's own file, if not in `log`
 
     @property
@@ -68,7 +66,7 @@ class Child:
 def spawn(
     command: list[str],
     *,
-    log: Path | None = None,
+    log: Path,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     errors: Path | None = None,
@@ -77,9 +75,6 @@ def spawn(
 
     With `errors`, stderr goes to that file instead.
     """
-    owns_log = log is None
-    if log is None:
-        log = _temp_file()
     separate = errors.open("w") if errors else contextlib.nullcontext()
     with log.open("w") as output, separate as error_output:
         process = subprocess.Popen(
@@ -91,7 +86,7 @@ def spawn(
             stderr=error_output or subprocess.STDOUT,
             start_new_session=True,
         )
-    child = Child(process, log, [str(part) for part in command], owns_log, errors)
+    child = Child(process, log, [str(part) for part in command], errors)
     _alive.append(child)
     return child
 
@@ -138,19 +133,7 @@ def reap() -> list[str]:
         if child.process.poll() is None:
             reports.append(child.describe("still running when its test ended; killed"))
         child.kill()  # the group too: a daemon it started in its group goes with it
-        if child.owns_log:
-            child.log.unlink(missing_ok=True)
     return reports
-
-
-def pids_alive(pids: list[int], timeout: float) -> list[int]:
-    """The pids in `pids` still alive after waiting up to `timeout` seconds for them to go."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
 
 
 def _temp_file() -> Path:
@@ -164,11 +147,3 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
