@@ -8,12 +8,14 @@ completed epoch in the same MLflow run (see stages/lib/resume.py).
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
 from stages.lib import cell_run, resume, tracking, tracking_log
 from stages.lib.atomic import check_writable, write_json
+from stages.lib.batches import steps_per_epoch
 from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.config import Cell, Params
 from stages.lib.device import make_deterministic, select_device
@@ -43,8 +45,16 @@ def extra_callbacks(context: TrainingContext) -> list[keras.callbacks.Callback]:
     return diagnostics_callbacks(context)
 
 
-def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
-    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics."""
+def run(
+    params: Params,
+    cell: Cell,
+    paths: Paths,
+    observers: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
+    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics.
+
+    `observers` are callbacks that watch the epochs without changing them (a progress line).
+    """
     train = params.train
     placement = select_device(train)
     splits = {name: load_split(paths, name) for name in ("train", "validation")}
@@ -55,7 +65,8 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
     make_deterministic(cell.seed)
     with placement.scope():
         model = build_model(cell, train)
-        compile_model(model, cell, train)
+        steps = steps_per_epoch(len(splits["train"][1]), train.batch_size)
+        compile_model(model, cell, train, steps)
     digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
     config = effective_config(params, cell)
     # The checkpoint key also covers the Keras configuration the code builds from the params, so
@@ -74,6 +85,7 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
             experiment.client,
             run_id,
             extra_callbacks,
+            observers,
         )
         metrics = summarize(
             fitted.rows, fitted.stopped_early, model.count_params(), placement.label

@@ -382,7 +382,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     second = processes.run(train_command(root), env=clean_environment(), timeout=300)
 
     assert second.returncode == 0, second.stderr[-3000:]
-    announced = re.findall(r"Epoch (\d+)/\d+", second.stdout)
+    announced = re.findall(r"epoch (\d+)/\d+", second.stdout)
     assert int(announced[0]) == checkpoint.epochs_completed + 1
     history = read_history(paths)
     assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))

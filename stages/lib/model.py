@@ -120,11 +120,23 @@ def build_model(cell: Cell, train: TrainParams) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"mlp-{cell.key}")
 
 
-def compile_model(model: keras.Model, cell: Cell, train: TrainParams) -> None:
-    """Logit outputs: the loss applies the softmax itself, which is numerically stabler."""
+def compile_model(model: keras.Model, cell: Cell, train: TrainParams, steps_per_epoch: int) -> None:
+    """Logit outputs: the loss applies the softmax itself, which is numerically stabler.
+
+    Up to a whole epoch of steps runs per call into TensorFlow. XLA (`jit_compile`) is left off:
+    on this MLP it saves ~10% of an epoch but costs ~2 s of compilation per cell, more than it
+    saves in a cell of 10-30 epochs (benchmarks/train_speed.py).
+    """
     model.compile(
         optimizer=make_optimizer(cell.optimizer, train),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=train.steps_per_execution,
+        steps_per_execution=steps_per_execution(train.steps_per_execution, steps_per_epoch),
+        jit_compile=False,
     )
+
+
+def steps_per_execution(wanted: int, steps_per_epoch: int) -> int:
+    """The largest divisor of `steps_per_epoch` up to `wanted`: an execution never straddles two
+    epochs (Keras would read the next epoch's batches into this one)."""
+    return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
