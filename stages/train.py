@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from stages.lib import cell_run, resume, tracking, tracking_log
-from stages.lib.atomic import check_writable, write_json
+from stages.lib import cell_run, preflight, resume, tracking, tracking_log
+from stages.lib.atomic import write_json
 from stages.lib.batches import steps_per_epoch
 from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.config import Cell, Params
@@ -57,10 +57,8 @@ def run(
     """
     train = params.train
     placement = select_device(train)
-    splits = {name: load_split(paths, name) for name in ("train", "validation")}
-    then = f"run `dvc repro train@{cell.key}` again"
-    for folder in (paths.model_dir(cell.key), paths.train_reports(cell.key), paths.checkpoints):
-        check_writable(folder, paths.root, then)
+    preflight.check(cell, paths)
+    splits = {name: load_split(paths, name) for name in preflight.SPLITS}
     experiment = tracking.open_experiment(params.study.name, paths)
     make_deterministic(cell.seed)
     with placement.scope():

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import stages
+from stages.lib import preflight
 from stages.lib.config import Cell, Params
 from stages.lib.errors import StageError
 from stages.lib.paths import Paths, display_path
@@ -48,6 +49,7 @@ STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
 
 def train(params: Params, cell: Cell, paths: Paths) -> int:
     """Train `cell` (in the warm process, or here when the service is off); the exit code."""
+    preflight.check(cell, paths)
     session = str(os.getppid())  # the `dvc repro` (or shell) that runs this command
     if os.environ.get(SERVICE_ENV, "on") == "off":
         from stages.lib.train_service import train_here
