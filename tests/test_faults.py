@@ -93,7 +93,12 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
     for name, (distribute, steps) in settings.items():
         params = json.loads(json.dumps(real_params_dict))
         make_project(
-            roots[name], params, epochs=2, distribute=distribute, steps_per_execution=steps
+            roots[name],
+            params,
+            epochs=2,
+            distribute=distribute,
+            steps_per_execution=steps,
+            jit_compile=False,  # XLA's fused kernels round differently from the replicas' kernels
         )
     assert params["train"]["dropout"] == 0.0
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}
