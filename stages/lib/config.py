@@ -322,6 +322,8 @@ def _describe(error: ValidationError) -> str:
             f"allowed: {', '.join(allowed)}"
         )
     message = first["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a rule across keys of a section: the message names them
+        return f"{key}.{message}"
     return f"{key}: {message} (got {value!r})"
 
 
