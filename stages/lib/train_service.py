@@ -128,6 +128,13 @@ def handle(connection: socket.socket) -> bool:
     return healthy
 
 
+def _age() -> float:
+    """Seconds since this process started (Linux: /proc), interpreter and imports included."""
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def serve(address: str, root: Path, idle_seconds: float) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -136,11 +143,12 @@ def serve(address: str, root: Path, idle_seconds: float) -> int:
         return 0
     listener.listen(16)
     listener.settimeout(min(CHECK_SECONDS, idle_seconds))
-    print(f"training process {os.getpid()} ready for {root}", flush=True)
+    print(f"training process {os.getpid()} ready for {root} after {_age():.2f} s", flush=True)
     last = time.monotonic()
     while True:
         try:
             connection, _ = listener.accept()
+            begun = time.monotonic()
         except TimeoutError:
             if time.monotonic() - last > idle_seconds or not root.is_dir():
                 print(f"training process {os.getpid()} idle, exiting", flush=True)
@@ -149,6 +157,7 @@ def serve(address: str, root: Path, idle_seconds: float) -> int:
         with connection:
             connection.settimeout(None)
             healthy = handle(connection)
+        print(f"request served in {time.monotonic() - begun:.2f} s", flush=True)
         last = time.monotonic()
         if not healthy:
             return 1
