@@ -19,7 +19,13 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib import diagnostic_figures, study_document, study_figures, tracking
+from stages.lib import (
+    diagnostic_figures,
+    study_convergence,
+    study_document,
+    study_figures,
+    tracking,
+)
 from stages.lib.atomic import atomic_path, write_json, write_text
 from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
 from stages.lib.config import Params, grid
@@ -59,7 +65,8 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     _write_csv(table, folder / "cells.csv")
     _write_csv(combinations, folder / "combinations.csv")
     write_json(folder / "summary.json", summary)
-    title, blocks = study_document.build(params, table, combinations, effects, drawn)
+    convergence = study_convergence.summary(table, histories, params.train.early_stopping_patience)
+    title, blocks = study_document.build(params, table, combinations, effects, drawn, convergence)
     write_text(folder / "summary.md", to_markdown(title, blocks, FIGURES_FOLDER))
     write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
     run_id = log_report(experiment, params, paths.root, folder, summary)

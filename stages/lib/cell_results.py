@@ -19,9 +19,15 @@ from stages.lib.paths import Paths
 FACTORS: tuple[str, ...] = ("activation", "initializer", "optimizer")
 DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
 # reports/train/<key>/metrics.json and reports/evaluate/metrics/<key>.json keys the report reads.
-TRAIN_KEYS: tuple[str, ...] = ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds")
+TRAIN_KEYS: tuple[str, ...] = (
+    "best_val_accuracy",
+    "best_epoch",
+    "epochs_run",
+    "stopped_early",
+    "train_seconds",
+)
 EVALUATE_KEYS: tuple[str, ...] = ("test_accuracy", "test_loss", "test_f1_macro")
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "val_accuracy")
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "val_accuracy", "val_loss")
 DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
     "epoch",
     "layer",
@@ -106,13 +112,14 @@ def read_cell(paths: Paths, cell: Cell) -> dict[str, Any]:
         "best_val_accuracy": float(train["best_val_accuracy"]),
         "best_epoch": int(train["best_epoch"]),
         "epochs_run": int(train["epochs_run"]),
+        "stopped_early": bool(train["stopped_early"]),
         "train_seconds": float(train["train_seconds"]),
         **{f"digit_{digit}": value for digit, value in sorted(digits.items())},
     }
 
 
 def read_history(paths: Paths, cell: Cell) -> pd.DataFrame:
-    """Validation accuracy per epoch (1-based), with the cell's factors and key."""
+    """Validation accuracy and loss per epoch (1-based), with the cell's factors and key."""
     history = _read_csv(CellFiles.of(paths, cell).history, HISTORY_COLUMNS)
     return _label(history[list(HISTORY_COLUMNS)], cell)
 

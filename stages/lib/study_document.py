@@ -68,8 +68,10 @@ def build(
     combinations: pd.DataFrame,
     effects: pd.DataFrame,
     figures: list[str],
+    convergence: str,
 ) -> tuple[str, list[Block]]:
-    """The title and blocks of the report; `figures` are the figure files that were drawn."""
+    """The title and blocks of the report; `figures` are the figure files that were drawn;
+    `convergence` says whether the cells finished learning (stages/lib/study_convergence.py)."""
     train, confidence = params.train, params.report.confidence
     best, worst = best_and_worst(combinations)
     counts = [len(train.activation), len(train.initializer), len(train.optimizer), len(train.seed)]
@@ -92,6 +94,7 @@ def build(
                 f"up to {train.epochs} epochs" + (f", {stopping}" if patience else ""),
             )
         ),
+        Paragraph(f"**Convergence:** {convergence}"),
         Heading("Best and worst"),
         Bullets((f"Best {describe(best, confidence)}", f"Worst {describe(worst, confidence)}")),
         Paragraph("Main effects (each level's mean over the other factors, best first):"),
