@@ -98,7 +98,6 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
             epochs=2,
             distribute=distribute,
             steps_per_execution=steps,
-            jit_compile=False,  # XLA's fused kernels round differently from the replicas' kernels
         )
     assert params["train"]["dropout"] == 0.0
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}

@@ -449,9 +449,7 @@ def test_mirrored_strategy_trains_and_reports_its_replicas(tmp_path, real_params
     import tensorflow as tf
 
     root = tmp_path / "project"
-    params = make_project(
-        root, real_params_dict, epochs=1, distribute="mirrored", jit_compile=False
-    )
+    params = make_project(root, real_params_dict, epochs=1, distribute="mirrored")
 
     metrics = train_stage.run(params, CELL, Paths.at(root))
 

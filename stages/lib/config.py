@@ -18,7 +18,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 # The supported names. The typed maps below list the hyperparameters of each.
@@ -186,7 +185,6 @@ class TrainParams(Strict):
     batch_size: PositiveInt
     early_stopping_patience: PositiveInt | None
     steps_per_execution: PositiveInt
-    jit_compile: bool
     device: Literal["auto", "cpu", "gpu"]
     distribute: Literal["none", "mirrored"]
     diagnostics: DiagnosticsParams
@@ -199,15 +197,6 @@ class TrainParams(Strict):
     @classmethod
     def _unique_factors(cls, values: list[Any]) -> list[Any]:
         return _unique(values)
-
-    @model_validator(mode="after")
-    def _jit_on_one_device(self) -> TrainParams:
-        if self.jit_compile and self.distribute != "none":
-            raise ValueError(
-                f"jit_compile: true with distribute: {self.distribute}; XLA is used on one "
-                "device only here; allowed: false with mirrored (the setting changes speed only)"
-            )
-        return self
 
 
 class EvaluateParams(Strict):

@@ -8,12 +8,9 @@ the configuration only, never on what ran before in the process.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import keras
-from tensorflow.python.framework import config as tf_config  # op determinism: no public getter
 
 from stages.lib.config import Cell, TrainParams
 from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
@@ -126,34 +123,17 @@ def build_model(cell: Cell, train: TrainParams) -> keras.Model:
 def compile_model(model: keras.Model, cell: Cell, train: TrainParams, steps_per_epoch: int) -> None:
     """Logit outputs: the loss applies the softmax itself, which is numerically stabler.
 
-    Up to a whole epoch of steps runs per call into TensorFlow, and with `train.jit_compile` the
-    step is compiled by XLA (fused kernels: ~30% less time per epoch on a CPU at batch 128, for
-    ~3 s of compilation per cell; benchmarks/train_speed.py).
+    Up to a whole epoch of steps runs per call into TensorFlow. XLA (`jit_compile`) stays off: on
+    this MLP it saved at most ~10-30% of an epoch on this 2-core CPU, and not at all under load,
+    while compiling cost 3-10 s per cell, more than a cell of 10-25 epochs gains.
     """
-    with _op_determinism_paused():
-        model.compile(
-            optimizer=make_optimizer(cell.optimizer, train),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            steps_per_execution=steps_per_execution(train.steps_per_execution, steps_per_epoch),
-            jit_compile=train.jit_compile,
-        )
-
-
-@contextmanager
-def _op_determinism_paused() -> Iterator[None]:
-    """Keras refuses `jit_compile=True` whenever op determinism is on, for any model, because
-    some ops lack a deterministic XLA kernel. This model's ops (dense layers, activations, softmax
-    cross-entropy, the optimizers) do not: on CPU the XLA-compiled step gives bitwise the same
-    numbers on every run (tests/test_train.py). Determinism is back on before any step runs."""
-    enabled = tf_config.is_op_determinism_enabled()
-    if enabled:
-        tf_config.disable_op_determinism()
-    try:
-        yield
-    finally:
-        if enabled:
-            tf_config.enable_op_determinism()
+    model.compile(
+        optimizer=make_optimizer(cell.optimizer, train),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution(train.steps_per_execution, steps_per_epoch),
+        jit_compile=False,
+    )
 
 
 def steps_per_execution(wanted: int, steps_per_epoch: int) -> int:
