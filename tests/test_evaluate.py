@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from stages import evaluate, train
 from stages.cli import app
 from stages.lib import evaluation_tracking
-from stages.lib.classifier import EXPORT_FILE
+from stages.lib.classifier import EXPORT_FILE, export_classifier
 from stages.lib.config import ConfigError, Params, make_cell
 from stages.lib.errors import StageError
 from stages.lib.paths import Paths
@@ -287,3 +287,18 @@ def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
     message = result.stderr.strip()
     assert "\n" not in message
     assert f"dvc repro train@{CELL.key}" in message and "model.keras" in message
+
+
+@pytest.mark.slow
+def test_exporting_again_later_writes_the_same_bytes(evaluated, tmp_path):
+    import time
+
+    import keras
+
+    paths, _, _ = evaluated
+    first = (paths.export_dir(CELL.key) / EXPORT_FILE).read_bytes()
+    model = keras.models.load_model(paths.model_file(CELL.key), compile=False)
+    time.sleep(2.1)  # past the 2-second resolution of zip dates and Keras's `date_saved`
+    export_classifier(model, tmp_path / EXPORT_FILE)
+    assert (tmp_path / EXPORT_FILE).read_bytes() == first
+    assert not [path.name for path in tmp_path.iterdir() if path.name != EXPORT_FILE]  # no temp
