@@ -302,3 +302,22 @@ def test_exporting_again_later_writes_the_same_bytes(evaluated, tmp_path):
     export_classifier(model, tmp_path / EXPORT_FILE)
     assert (tmp_path / EXPORT_FILE).read_bytes() == first
     assert not [path.name for path in tmp_path.iterdir() if path.name != EXPORT_FILE]  # no temp
+
+
+@pytest.mark.slow
+def test_evaluating_outside_the_dvc_experiment_that_trained_a_cell_clears_its_tag(
+    evaluated, monkeypatch
+):
+    """DVC restores a cell from its run cache in another experiment or the workspace: the run's
+    `dvc_exp` tag follows where the cell was used last, never an experiment it has left."""
+    paths, params, _ = evaluated
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    store, identifier = client(paths), run_id(paths)
+    store.set_tag(identifier, "dvc_exp", "exp-that-trained-it")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-later")
+    evaluate.run(params, paths, [CELL])
+    assert store.get_run(identifier).data.tags["dvc_exp"] == "exp-later"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    evaluate.run(params, paths, [CELL])
+    assert "dvc_exp" not in store.get_run(identifier).data.tags

@@ -13,14 +13,17 @@ import fcntl
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow.entities import Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.entities import PagedList
 from mlflow.tracking import MlflowClient
 
 from stages.lib.errors import StageError
@@ -29,6 +32,8 @@ from stages.lib.paths import Paths
 HEALTH_TIMEOUT_SECONDS = 5.0
 CELL_KIND = "cell"  # value of the `kind` tag on each cell's run (the report's run has another)
 DVC_EXP_TAG = "dvc_exp"  # the DVC experiment a run belongs to, on cell and report runs
+PAGE_SIZE = 1000  # results per search call (MLflow's default page size)
+T = TypeVar("T")
 
 
 def dvc_experiment() -> str | None:
@@ -160,6 +165,18 @@ def set_tags(experiment: Experiment, run_id: str, tags: Mapping[str, str]) -> No
     experiment.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
 
+def refresh_dvc_exp(client: MlflowClient, run_id: str) -> None:
+    """For a run used again (a resumed cell; evaluate logging into a cell's run, which DVC may
+    have restored from its run cache in another experiment): its `dvc_exp` tag names the DVC
+    experiment running now, and goes when none is, so it never names one the run has left."""
+    current = dvc_experiment()
+    tagged = client.get_run(run_id).data.tags.get(DVC_EXP_TAG)
+    if current and tagged != current:
+        client.set_tag(run_id, DVC_EXP_TAG, current)
+    elif not current and tagged is not None:
+        client.delete_tag(run_id, DVC_EXP_TAG)
+
+
 @contextmanager
 def active_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
     """Make an existing run MLflow's active run (status RUNNING; FINISHED or FAILED on exit)."""
@@ -197,22 +214,29 @@ def git_commit(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def every_page(search: Callable[..., PagedList[T]]) -> list[T]:
+    """Every result of an MLflow search (`client.search_runs` with its arguments bound, ...):
+    one call returns one page, so this calls it again with each page's token until the last."""
+    results: list[T] = []
+    token = None
+    while True:
+        page = search(max_results=PAGE_SIZE, page_token=token)
+        results.extend(page)
+        token = page.token
+        if not token:
+            return results
+
+
 def find_runs(study_name: str, tracking_uri: str) -> list[Run]:
     """Every cell run of the study, newest first (compare and report read them)."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:
         return []
-    runs: list[Run] = []
-    page_token = None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.kind = '{CELL_KIND}'",
-            order_by=["attributes.start_time DESC"],
-            page_token=page_token,
-        )
-        runs.extend(page)
-        page_token = page.token
-        if not page_token:
-            return runs
+    search = partial(
+        client.search_runs,
+        [experiment.experiment_id],
+        filter_string=f"tags.kind = '{CELL_KIND}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return every_page(search)
