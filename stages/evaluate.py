@@ -45,7 +45,7 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
         check_writable(folder, paths.root, "run `dvc repro evaluate` again")
     from stages.lib import tracking  # imports MLflow (~1 s): after the checks of local files
 
-    experiment = tracking.open_experiment(params.study.name, paths)
+    experiment = tracking.open_experiment(params.study.name, paths, create=False)
     for key, run_id in run_ids.items():
         if not tracking.run_exists(experiment, run_id):
             raise StageError(

@@ -51,7 +51,7 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
     then = f"run `dvc repro train@{cell.key}` again"
     for folder in (paths.model_dir(cell.key), paths.train_reports(cell.key), paths.checkpoints):
         check_writable(folder, paths.root, then)
-    experiment = tracking.open_experiment(params.study.name, paths)
+    tracking.check_store(paths)  # the experiment is opened (created) only when its run is
     make_deterministic(cell.seed)
     with placement.scope():
         model = build_model(cell, train)
@@ -63,6 +63,7 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
     digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
     folder = paths.checkpoints / digest
     tags = cell_run.tags(params, cell, paths, digest, digests, placement)
+    experiment = tracking.open_experiment(params.study.name, paths)
     run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
     checkpoint = resume.load(folder)
     with tracking.active_run(run_id):

@@ -238,6 +238,13 @@ def test_a_run_missing_from_the_store_is_a_clear_error(evaluated, tmp_path, monk
     monkeypatch.delenv("DVC_ROOT", raising=False)
     other = write_project(tmp_path, params)  # a fresh project: its store does not know the run
     shutil.copytree(paths.model_dir(CELL.key), other.model_dir(CELL.key))
+    with pytest.raises(StageError, match=r"has no experiment .*train the grid into this store"):
+        evaluate.run(params, other, [CELL])
+    assert not other.evaluate_reports.exists()
+    store = MlflowClient(f"sqlite:///{other.mlflow_db}")
+    assert [e.name for e in store.search_experiments()] == ["Default"]  # evaluate created none
+
+    store.create_experiment(params.study.name)  # the experiment, but without the cell's run
     with pytest.raises(
         StageError, match=rf"is not in experiment .*dvc repro --force train@{CELL.key}"
     ):

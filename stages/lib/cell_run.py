@@ -69,7 +69,11 @@ def continue_or_create(
         return run_id
     resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
     run_id = tracking.create_run(experiment, cell.key, params, tags)
-    resume.update_run_file(folder, run_id=run_id)
+    try:
+        resume.update_run_file(folder, run_id=run_id)
+    except BaseException:  # e.g. a full disk: the new run must not stay RUNNING
+        experiment.client.set_terminated(run_id, "FAILED")
+        raise
     return run_id
 
 

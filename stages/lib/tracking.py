@@ -9,10 +9,10 @@ otherwise race on creating its tables and the study's experiment.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,14 +26,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.entities import PagedList
 from mlflow.tracking import MlflowClient
 
-from stages.lib.errors import StageError
+from stages.lib.errors import AGAIN, StageError
 from stages.lib.paths import Paths
+from stages.lib.store_check import check_server, check_sqlite_file, store_errors
 
-HEALTH_TIMEOUT_SECONDS = 5.0
 CELL_KIND = "cell"  # value of the `kind` tag on each cell's run (the report's run has another)
 DVC_EXP_TAG = "dvc_exp"  # the DVC experiment a run belongs to, on cell and report runs
 PAGE_SIZE = 1000  # results per search call (MLflow's default page size)
 T = TypeVar("T")
+SERVER_REMEDY = "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root"
 
 
 def dvc_experiment() -> str | None:
@@ -71,44 +72,52 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
 
 
-def open_experiment(study_name: str, paths: Paths) -> Experiment:
-    """Check or create the store, get or create the study's experiment, make it MLflow's default.
+def check_store(paths: Paths) -> None:
+    """Before long work: the store answers (a server) or can be one (a sqlite file); this creates
+    nothing, so a stage that fails later leaves no empty experiment (see `open_experiment`)."""
+    uri = tracking_uri(paths)
+    database = sqlite_file(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
+    elif database is not None:
+        check_sqlite_file(database)
 
-    Raises StageError naming the URI when a tracking server does not answer, before any work.
+
+def open_experiment(study_name: str, paths: Paths, *, create: bool = True) -> Experiment:
+    """Check the store, get the study's experiment (or create it), make the store MLflow's default.
+
+    Everything that can fail is checked before anything is created: a tracking server that does
+    not answer, a sqlite file that is no database, a store that is locked or damaged; each is a
+    StageError naming the store and what to do. With `create=False` a missing experiment is a
+    StageError too (evaluate logs into runs that train created).
     """
     uri = tracking_uri(paths)
     mlflow.set_tracking_uri(uri)
     database = sqlite_file(uri)
     if uri.startswith(("http://", "https://")):
-        check_server(
-            uri,
-            "MLFLOW_TRACKING_URI",
-            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
-        )
-        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
-    if database is None:
-        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    artifacts = database.parent / paths.mlflow_artifacts.name
-    with _exclusive(database.with_name(database.name + "-lock")):
-        return Experiment(uri, _get_or_create(uri, study_name, artifacts.as_uri()), study_name)
-
-
-def check_server(uri: str, key: str, remedy: str = "") -> None:
-    """Raise StageError naming `key` (where the URI came from) unless the server answers."""
-    health = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_SECONDS) as response:
-            response.read()
-    except (OSError, ValueError) as error:
-        raise StageError(
-            f"{key}: the MLflow server {uri} is not reachable ({error}){remedy}"
-        ) from None
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
+    artifacts = None
+    lock = contextlib.nullcontext()
+    if database is not None:
+        check_sqlite_file(database)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        artifacts = (database.parent / paths.mlflow_artifacts.name).as_uri()
+        lock = _exclusive(database.with_name(database.name + "-lock"))
+    with lock, store_errors(uri):
+        return Experiment(uri, _get_or_create(uri, study_name, artifacts, create), study_name)
 
 
 @contextmanager
 def _exclusive(lock_file: Path) -> Iterator[None]:
-    with lock_file.open("a") as handle:
+    try:
+        handle = lock_file.open("a")
+    except OSError as error:
+        raise StageError(
+            f"{lock_file}: cannot be created ({error.strerror}), so the MLflow store beside it "
+            "cannot be written; make its folder writable, or set MLFLOW_TRACKING_URI to a "
+            f"writable store, {AGAIN}"
+        ) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -116,7 +125,7 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
+def _get_or_create(uri: str, name: str, artifact_location: str | None, create: bool) -> str:
     client = MlflowClient(uri)  # the first call on a fresh sqlite store creates its tables
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":
@@ -127,6 +136,12 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
         )
     if experiment is not None:
         return experiment.experiment_id
+    if not create:
+        raise StageError(
+            f"study.name: the MLflow store {uri} has no experiment {name!r}; train the grid "
+            "into this store first (`dvc repro`), or set MLFLOW_TRACKING_URI to the store "
+            "it was trained into"
+        )
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created meanwhile by another process (remote stores only)
@@ -189,11 +204,7 @@ def open_run(run_id: str, paths: Paths) -> Iterator[mlflow.ActiveRun]:
     """For later stages: continue a cell's run (the id in its run.json) to log more into it."""
     uri = tracking_uri(paths)
     if uri.startswith(("http://", "https://")):
-        check_server(
-            uri,
-            "MLFLOW_TRACKING_URI",
-            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
-        )
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
     mlflow.set_tracking_uri(uri)
     with active_run(run_id) as run:
         yield run
