@@ -11,10 +11,12 @@ not stop a write); where mounting is not allowed the test skips and says so.
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +171,54 @@ def test_a_store_locked_by_another_process_mid_run_ends_in_one_line_and_no_run(p
     assert run_statuses(uri) == runs_before  # no report run, so none left RUNNING
     assert experiment_names(uri) == ["Default", tiny_params().study.name]
     assert leftovers(project.root) == []
+
+
+class DiesAfterHealth(http.server.BaseHTTPRequestHandler):
+    """A tracking server that answers its health check, then goes away at the first API call:
+    the connection is dropped and the port closed, as when a server is stopped mid-run."""
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/health":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+            return
+        self.close_connection = True
+        threading.Thread(target=self._stop, daemon=True).start()
+
+    def _stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()  # the port refuses connections from now on
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:  # no request log on the test's stderr
+        pass
+
+
+def test_a_tracking_server_gone_mid_run_ends_in_one_line(project, monkeypatch):
+    """MLflow retries a refused request for minutes by default; one retry keeps the test short."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DiesAfterHealth)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    reports = snapshot(project.root / "reports")
+    try:
+        result = cli(project, "evaluate")
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join(timeout=10)
+
+    assert result.exit_code == 1, result.output
+    line = one_line(result)
+    assert line.startswith(f"the MLflow store {uri} did not answer; start the server, or unset")
+    assert snapshot(project.root / "reports") == reports  # it stopped before replacing them
 
 
 # ------------------------------------------------------------------- read-only and full disks
