@@ -153,7 +153,7 @@ def test_a_store_locked_by_another_process_mid_run_ends_in_one_line_and_no_run(p
     uri = f"sqlite:///{project.mlflow_db}"
     runs_before = run_statuses(uri)
     holder = processes.spawn(
-        [sys.executable, "-c", HOLD_LOCK, str(project.mlflow_db), "60"], log=tmp_path / "lock.log"
+        [sys.executable, "-c", HOLD_LOCK, str(project.mlflow_db), "600"], log=tmp_path / "lock.log"
     )
     try:
         deadline = time.monotonic() + 30
@@ -161,8 +161,9 @@ def test_a_store_locked_by_another_process_mid_run_ends_in_one_line_and_no_run(p
             assert time.monotonic() < deadline and holder.process.poll() is None, holder.output()
             time.sleep(0.1)
         result = cli(project, "report")
+        assert holder.process.poll() is None, "the lock was released before the report ended"
     finally:
-        holder.kill()
+        holder.kill()  # the lock is held until here
 
     assert result.exit_code == 1
     line = one_line(result)
