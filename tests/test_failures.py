@@ -262,6 +262,24 @@ def test_a_store_on_a_read_only_disk_ends_in_one_line_and_no_run(project, small_
     assert run_statuses(uri) == ["FINISHED"]  # the cell's run; no report run
 
 
+def test_a_project_on_a_read_only_disk_stops_evaluate_before_any_work(project, small_disk):
+    """Found before the work starts, so it is bad input (exit code 2) like a file in the way."""
+    moved = small_disk / "project"
+    shutil.copytree(project.root, moved, ignore=shutil.ignore_patterns("mlartifacts"))
+    paths = Paths.at(moved)
+    before = snapshot(moved)
+    remount(small_disk, "ro")
+
+    result = cli(paths, "evaluate")
+
+    assert result.exit_code == 2, result.output
+    assert one_line(result) == (
+        "data/exported: not writable (Read-only file system); make it writable, then run "
+        "`dvc repro evaluate` again"
+    )
+    assert snapshot(moved) == before
+
+
 def fill(disk: Path, keep: int = 0) -> None:
     """Fill `disk` to the last byte, then free `keep` bytes again."""
     filler = disk / "filler"
