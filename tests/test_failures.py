@@ -79,6 +79,15 @@ def one_line(result) -> str:
     return result.stderr.removeprefix("error: ").strip()
 
 
+def error_line(stderr: str) -> str:
+    """A child's error line: its last line on stderr, and the only one that says `error:`
+    (TensorFlow prints its own start-up lines before it)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr[-3000:]
+    return errors[0].removeprefix("error: ")
+
+
 def run_statuses(uri: str) -> list[str]:
     client = MlflowClient(uri)
     experiments = client.search_experiments(view_type=ViewType.ALL)
@@ -222,6 +231,52 @@ def test_a_tracking_server_gone_mid_run_ends_in_one_line(project, monkeypatch):
     assert snapshot(project.root / "reports") == reports  # it stopped before replacing them
 
 
+def test_a_store_locked_mid_training_fails_the_run_once_the_lock_is_gone(project, tmp_path):
+    """The lock comes after the first epochs were logged and stays 30 s: the next epoch's write
+    gives up after MLflow's 20 s busy timeout, then the run is marked FAILED once it can be."""
+    import yaml
+
+    settings = yaml.safe_load(project.params.read_text())
+    settings["train"].update(epochs=100000, early_stopping_patience=None)  # trains until stopped
+    project.params.write_text(yaml.safe_dump(settings, sort_keys=False))
+    uri = f"sqlite:///{project.mlflow_db}"
+    client = MlflowClient(uri)
+    command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
+    command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]
+    trainer = processes.spawn(
+        [*command, "--root", project.root],
+        log=tmp_path / "train.out",
+        errors=tmp_path / "train.err",
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
+    deadline = time.monotonic() + 180
+    while not _epochs_logged(client):
+        assert time.monotonic() < deadline and trainer.process.poll() is None, trainer.output()
+        time.sleep(0.5)
+    holder = processes.spawn(
+        [sys.executable, "-c", HOLD_LOCK, str(project.mlflow_db), "30"], log=tmp_path / "lock.log"
+    )
+    try:
+        code = trainer.wait(timeout=180)
+    finally:
+        holder.kill()
+
+    assert code == 1, trainer.output()[-3000:]
+    line = error_line((tmp_path / "train.err").read_text())
+    assert "is locked by another process" in line and line.endswith("(database is locked)")
+    statuses = run_statuses(uri)
+    assert "RUNNING" not in statuses and statuses.count("FAILED") == 1, statuses
+
+
+def _epochs_logged(client: MlflowClient) -> bool:
+    """Whether a RUNNING run (the one the child trains) has logged an epoch."""
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="attributes.status = 'RUNNING'",
+    )
+    return any("val_loss" in run.data.metrics for run in runs)
+
+
 # ------------------------------------------------------------------- read-only and full disks
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
@@ -356,9 +411,9 @@ def test_a_full_disk_mid_training_leaves_the_run_failed_not_running(project, sma
     )
 
     assert result.returncode == 1, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "No space left on device" in lines[0], result.stderr[-3000:]
-    assert "mlflow_run.json" not in lines[0]  # it failed in training, not before
+    line = error_line(result.stderr)
+    assert "No space left on device" in line
+    assert "mlflow_run.json" not in line  # it failed in training, not before
     statuses = run_statuses(uri)
     assert statuses.count("FAILED") == 1 and "RUNNING" not in statuses, statuses
     assert leftovers(moved) == []
