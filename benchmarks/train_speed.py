@@ -1,10 +1,13 @@
-"""How fast this project trains a cell, against a plain `model.fit` (targets in the output).
+"""How fast an epoch of this project's train path is, against plain Keras and the FLOP floor.
 
 (a) plain:   the cell's architecture (`stages.lib.model.build_model`), compiled with Keras' defaults
              (steps_per_execution=1, no op determinism), `model.fit` on the numpy arrays.
-(b) project: `stages.train.run` in a scratch project: the whole code path, with steps_per_execution
-             from params.yaml, op determinism, a checkpoint every epoch, per-epoch MLflow logging,
-             the logged model and the DVC outputs.
+(b) project: `stages.train.run` in a scratch project: the whole code path, with the batches,
+             steps_per_execution and XLA setting of params.yaml, op determinism, diagnostics, a
+             checkpoint every epoch, per-epoch MLflow logging, the logged model and the outputs.
+(c) floor:   the FLOPs of an epoch of the network (forward and backward on the train split,
+             forward on the validation split: 2 x weights per example forward, twice that
+             backward) at the speed of a large float32 matmul measured in the same run.
 
 Both use the same cell, data, batch size and epochs (early stopping off, so both train every
 epoch), verbose=2. Every trial is a fresh process and (a) and (b) alternate, so load from other
@@ -12,9 +15,7 @@ processes hits both alike. Epoch time is the time between consecutive epoch ends
 and logging included); the median over epochs 2..N is the steady state, epoch 1 (tracing) is shown
 apart. Test accuracy is measured on the test split after training (train itself never reads it).
 
-Then whole `mlpstudy train` processes are timed: their fixed cost is the wall time minus the sum of
-`epoch_seconds` in their history.csv (so per-epoch checkpointing and logging count as fixed cost),
-next to the wall time of `python -c "import tensorflow"` measured in between.
+The cost outside the epochs of a cell is measured by benchmarks/cell_overhead.py.
 
 Data: --data DIR (train/validation/test .npz), else data/prepared if present, else synthetic digits.
 
@@ -24,7 +25,6 @@ Data: --data DIR (train/validation/test .npz), else data/prepared if present, el
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -40,7 +40,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SPLITS = ("train", "validation", "test")
 LABELS = {"plain": "(a) plain", "project": "(b) project"}
 sys.path.insert(0, str(ROOT / "tests"))
@@ -162,26 +161,18 @@ def clean_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in drop}
 
 
-def wall_seconds(command: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=clean_environment())
-    return time.perf_counter() - start
-
-
-def summed_epoch_seconds(history: Path) -> float:
-    with history.open(newline="") as handle:
-        return sum(float(row["epoch_seconds"]) for row in csv.DictReader(handle))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cell", default="relu-he_normal-adam-0")
-    parser.add_argument("--trial", choices=("plain", "project"), help=argparse.SUPPRESS)
+    parser.add_argument("--trial", choices=("plain", "project", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.trial == "floor":
+        print(json.dumps(floor_trial(args.scratch)))
+        return
     if args.trial:
         print(json.dumps(trial(args.trial, args.scratch, args.cell)))
         return
@@ -210,7 +201,7 @@ def main() -> None:
     print(f"\nepoch time (median of epochs 2..{args.epochs}; first epoch apart):")
     for kind in results:
         print(f"  {LABELS[kind]:12s} {steady[kind]:6.3f} s   first epoch {first[kind]:6.3f} s")
-    print(f"  {'ratio b/a':12s} {steady['project'] / steady['plain']:6.3f}     (target <= 0.6)")
+    print(f"  {'ratio b/a':12s} {steady['project'] / steady['plain']:6.3f}")
     print("test accuracy (mean over trials):")
     for kind in results:
         print(f"  {LABELS[kind]:12s} {accuracy[kind]:.4f}")
@@ -219,26 +210,56 @@ def main() -> None:
     log_model = [r["log_model_seconds"] for r in results["project"]]
     print(f"mlflow.keras.log_model: {' '.join(f'{s:.3f}' for s in log_model)} s")
 
-    import_walls, fixed = [], []
-    key = args.cell
-    history = scratch / "reports" / "train" / key / "history.csv"
-    command = [str(BIN / "mlpstudy"), "train", "--root", str(scratch)]
-    activation, initializer, optimizer, seed = key.rsplit("-", 3)
-    command += ["--activation", activation, "--initializer", initializer]
-    command += ["--optimizer", optimizer, "--seed", seed]
-    print("\nwhole processes (the MLflow store already exists, as for every cell but the first):")
-    for _ in range(args.repeats):
-        import_walls.append(wall_seconds([sys.executable, "-c", "import tensorflow"], scratch))
-        wall = wall_seconds(command, scratch)
-        fixed.append(wall - summed_epoch_seconds(history))
-        print(f"  mlpstudy train: wall {wall:6.2f} s, fixed {fixed[-1]:5.2f} s")
-    tensorflow_import = statistics.median(import_walls)
-    print(f"  python -c 'import tensorflow': {tensorflow_import:.2f} s (median)")
-    fixed_cost = statistics.median(fixed)
+    floor = floor_seconds(scratch)
     print(
-        f"  fixed cost {fixed_cost:.2f} s = {fixed_cost / tensorflow_import:.2f} x import "
-        "tensorflow (target <= 1.5)"
+        f"\nFLOP floor of an epoch: {floor['gflop']:.1f} GFLOP at {floor['gflops']:.0f} GFLOP/s "
+        f"(a {MATMUL} float32 matmul, measured now) = {floor['seconds']:.3f} s"
     )
+    ratio = steady["project"] / floor["seconds"]
+    print(f"  {LABELS['project']:12s} {ratio:6.2f} x the floor (target <= 3)")
+    print(f"  {LABELS['plain']:12s} {steady['plain'] / floor['seconds']:6.2f} x the floor")
+
+
+MATMUL = (4096, 1024, 1024)  # (m, k, n): large enough to run at the CPU's matmul speed
+
+
+def floor_seconds(scratch: Path) -> dict[str, float]:
+    """The network's FLOPs per epoch and this machine's matmul speed, in a fresh process."""
+    command = [sys.executable, __file__, "--trial", "floor", "--scratch", str(scratch)]
+    result = subprocess.run(command, capture_output=True, text=True, env=clean_environment())
+    if result.returncode != 0:
+        raise SystemExit(f"floor trial failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def floor_trial(scratch: Path) -> dict[str, float]:
+    import tensorflow as tf
+
+    from stages.lib.config import load_params
+    from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
+    from stages.lib.paths import Paths
+    from stages.lib.prepared import load_split
+
+    paths = Paths.at(scratch)
+    train = load_params(paths.params).train
+    sizes = [int(np.prod(IMAGE_SHAPE)), *train.hidden_units, NUM_CLASSES]
+    weights = sum(a * b for a, b in itertools.pairwise(sizes))
+    n_train = len(load_split(paths, "train")[1])
+    n_validation = len(load_split(paths, "validation")[1])
+    flop = 2 * weights * (3 * n_train + n_validation)
+    m, k, n = MATMUL
+    a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    matmul().numpy()
+    rates = []
+    for _ in range(5):
+        start, calls = time.perf_counter(), 20
+        for _ in range(calls):
+            result = matmul()
+        result.numpy()
+        rates.append(2 * m * k * n * calls / (time.perf_counter() - start))
+    gflops = max(rates) / 1e9  # the best of five: the speed the hardware reaches
+    return {"gflop": flop / 1e9, "gflops": gflops, "seconds": flop / 1e9 / gflops}
 
 
 if __name__ == "__main__":

@@ -84,13 +84,19 @@ def train(
     seed: int = SEED,
     root: Path = ROOT,
 ) -> None:
-    """Train one cell of the study grid (what `dvc repro` runs as `train@<cell>`)."""
+    """Train one cell of the study grid (what `dvc repro` runs as `train@<cell>`).
+
+    The cell trains in a warm process shared by the cells of a `dvc repro`
+    (MLPSTUDY_TRAIN_SERVICE=off: in this process); see stages/lib/train_client.py.
+    """
     with _user_errors():
         params, paths = _setup(root)
         cell = make_cell(activation, initializer, optimizer, seed)
-        from stages import train as stage
+        from stages.lib import train_client
 
-        stage.run(params, cell, paths)
+        code = train_client.train(params, cell, paths)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

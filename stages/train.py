@@ -8,12 +8,14 @@ completed epoch in the same MLflow run (see stages/lib/resume.py).
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
-from stages.lib import cell_run, resume, tracking, tracking_log
-from stages.lib.atomic import check_writable, write_json
+from stages.lib import cell_run, preflight, resume, tracking, tracking_log
+from stages.lib.atomic import write_json
+from stages.lib.batches import steps_per_epoch
 from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.config import Cell, Params
 from stages.lib.device import make_deterministic, select_device
@@ -21,6 +23,7 @@ from stages.lib.fitting import TrainingContext, TrainingSetup, fit_cell
 from stages.lib.model import build_model, compile_model
 from stages.lib.paths import Paths
 from stages.lib.prepared import load_split, split_file
+from stages.lib.stopwatch import Stopwatch
 from stages.lib.train_diagnostics import diagnostics_callbacks
 from stages.lib.train_diagnostics import publish as publish_diagnostics
 from stages.lib.train_outputs import (
@@ -43,55 +46,75 @@ def extra_callbacks(context: TrainingContext) -> list[keras.callbacks.Callback]:
     return diagnostics_callbacks(context)
 
 
-def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
-    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics."""
+def run(
+    params: Params,
+    cell: Cell,
+    paths: Paths,
+    observers: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
+    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics.
+
+    `observers` are callbacks that watch the epochs without changing them (a progress line).
+    """
     train = params.train
-    placement = select_device(train)
-    splits = {name: load_split(paths, name) for name in ("train", "validation")}
-    then = f"run `dvc repro train@{cell.key}` again"
-    for folder in (paths.model_dir(cell.key), paths.train_reports(cell.key), paths.checkpoints):
-        check_writable(folder, paths.root, then)
-    tracking.check_store(paths)  # the experiment is opened (created) only when its run is
-    make_deterministic(cell.seed)
-    with placement.scope():
-        model = build_model(cell, train)
-        compile_model(model, cell, train)
-    digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
-    config = effective_config(params, cell)
-    # The checkpoint key also covers the Keras configuration the code builds from the params, so
-    # a checkpoint never meets a model it does not fit (e.g. after an edit of model.py).
-    digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
+    watch = Stopwatch()  # where the cell's time goes: run.json "seconds", benchmarks/
+    with watch("data"):
+        placement = select_device(train)
+        preflight.check(cell, paths)
+        splits = {name: load_split(paths, name) for name in preflight.SPLITS}
+        digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
+    with watch("tracking_start"):
+        tracking.check_store(paths)  # the experiment is opened (created) only when its run is
+    with watch("model"):
+        make_deterministic(cell.seed)
+        with placement.scope():
+            model = build_model(cell, train)
+            steps = steps_per_epoch(len(splits["train"][1]), train.batch_size)
+            compile_model(model, cell, train, steps)
+        config = effective_config(params, cell)
+        # The checkpoint key also covers the Keras configuration the code builds from the
+        # params, so a checkpoint never meets a model it does not fit (e.g. after an edit).
+        digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
     folder = paths.checkpoints / digest
-    tags = cell_run.tags(params, cell, paths, digest, digests, placement)
-    experiment = tracking.open_experiment(params.study.name, paths)
-    run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
-    checkpoint = resume.load(folder)
+    with watch("tracking_start"):
+        tags = cell_run.tags(params, cell, paths, digest, digests, placement)
+        experiment = tracking.open_experiment(params.study.name, paths)
+        run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
+        checkpoint = resume.load(folder)
     with tracking.active_run(run_id):
-        for name, (images, labels) in splits.items():
-            tracking_log.log_dataset(images, labels, name, split_file(paths, name), digests[name])
-        fitted = fit_cell(
-            model,
-            TrainingSetup(params, cell, paths, splits, folder, checkpoint),
-            experiment.client,
-            run_id,
-            extra_callbacks,
-        )
-        metrics = summarize(
-            fitted.rows, fitted.stopped_early, model.count_params(), placement.label
-        )
-        write_reports(paths.train_reports(cell.key), fitted.rows, metrics)
-        publish_diagnostics(folder, paths.train_reports(cell.key))
-        model_uri = cell_run.log_model_once(model, folder, run_id, metrics, experiment)
-        tracking_log.log_reports(paths.train_reports(cell.key))
-    save_model(model, paths.model_file(cell.key))
-    record = {
-        "run_id": run_id,
-        "experiment_id": experiment.experiment_id,
-        "experiment_name": experiment.name,
-        "model_uri": model_uri,
-        "cell": {**cell.model_dump(), "key": cell.key},
-        "config_digest": digest,
-    }
-    write_json(paths.run_record(cell.key), record)  # how evaluate finds the cell's run
-    resume.remove(folder)
+        with watch("tracking_start"):
+            for name, (images, labels) in splits.items():
+                where = split_file(paths, name)
+                tracking_log.log_dataset(images, labels, name, where, digests[name])
+        with watch("fit"):
+            fitted = fit_cell(
+                model,
+                TrainingSetup(params, cell, paths, splits, folder, checkpoint),
+                experiment.client,
+                run_id,
+                extra_callbacks,
+                observers,
+            )
+        with watch("outputs"):
+            metrics = summarize(
+                fitted.rows, fitted.stopped_early, model.count_params(), placement.label
+            )
+            write_reports(paths.train_reports(cell.key), fitted.rows, metrics)
+            publish_diagnostics(folder, paths.train_reports(cell.key))
+        with watch("model_logging"):
+            model_uri = cell_run.log_model_once(model, folder, run_id, metrics, experiment)
+            tracking_log.log_reports(paths.train_reports(cell.key))
+    with watch("outputs"):
+        save_model(model, paths.model_file(cell.key))
+        record = {
+            "run_id": run_id,
+            "experiment_id": experiment.experiment_id,
+            "experiment_name": experiment.name,
+            "model_uri": model_uri,
+            "cell": {**cell.model_dump(), "key": cell.key},
+            "config_digest": digest,
+            "seconds": watch.seconds,  # this process's phases (without `outputs`' last write)
+        }
+        write_json(paths.run_record(cell.key), record)  # how evaluate finds the cell's run
+        resume.remove(folder)
     return metrics

@@ -97,3 +97,16 @@ def run(
             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
         )
     return result.stdout if stdout_only else result.stdout + result.stderr
+
+
+def training_processes(project: Path) -> list[int]:
+    """PIDs of warm training processes serving `project` (stages/lib/train_service.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if b"stages.lib.train_service" in argv and str(project).encode() in argv:
+            found.append(int(entry.name))
+    return found

@@ -125,3 +125,17 @@ def test_train_command_rejects_an_unknown_optimizer_before_training(tmp_path, re
     result = CliRunner().invoke(app, [*args, "--seed", "0", "--root", str(tmp_path)])
     assert result.exit_code == 2
     assert "'adamm' is not supported (did you mean 'adam'?)" in result.output
+
+
+def test_xla_is_refused_with_a_mirrored_strategy(tmp_path, real_params_dict):
+    real_params_dict["train"].update(distribute="mirrored", jit_compile=True)
+    file = tmp_path / "params.yaml"
+    file.write_text(yaml.safe_dump(real_params_dict))
+
+    with pytest.raises(ConfigError) as caught:
+        load_params(file)
+
+    assert str(caught.value) == (
+        f"{file}: train.jit_compile: true with distribute: mirrored; XLA is used on one device "
+        "only here; allowed: false with mirrored (the setting changes speed only)"
+    )

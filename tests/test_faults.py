@@ -53,7 +53,8 @@ def on_devices(replicas: int, roots: list[Path], log: Path) -> processes.Child:
     return processes.spawn(
         [sys.executable, "-c", ON_DEVICES, str(replicas), commands],
         log=log,
-        env=clean_environment(),
+        # In this process: the device split exists here, not in a warm training process.
+        env={**clean_environment(), "MLPSTUDY_TRAIN_SERVICE": "off"},
     )
 
 
@@ -92,7 +93,12 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
     for name, (distribute, steps) in settings.items():
         params = json.loads(json.dumps(real_params_dict))
         make_project(
-            roots[name], params, epochs=2, distribute=distribute, steps_per_execution=steps
+            roots[name],
+            params,
+            epochs=2,
+            distribute=distribute,
+            steps_per_execution=steps,
+            jit_compile=False,  # XLA's fused kernels round differently from the replicas' kernels
         )
     assert params["train"]["dropout"] == 0.0
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}
@@ -136,8 +142,11 @@ def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real
     paths = Paths.at(root)
     cells = [CELL, make_cell("tanh", "glorot_uniform", "sgd", 1)]
     logs = [tmp_path / f"{cell.key}.log" for cell in cells]
+    # Two processes of their own (one warm training process would train them in turn), as when
+    # queued experiments of one machine share a store.
+    alone = {**clean_environment(), "MLPSTUDY_TRAIN_SERVICE": "off"}
     children = [
-        processes.spawn(train_command(root, cell), log=log, env=clean_environment())
+        processes.spawn(train_command(root, cell), log=log, env=alone)
         for cell, log in zip(cells, logs, strict=True)
     ]
 

@@ -15,6 +15,7 @@ from stages.lib.model import (
     make_activation,
     make_initializer,
     make_optimizer,
+    steps_per_execution,
 )
 
 
@@ -140,11 +141,24 @@ def test_compile_uses_logit_loss_accuracy_and_steps_per_execution(real_params_di
     cell = make_cell("relu", "he_normal", "adam", 0)
     model = build_model(cell, params.train)
 
-    compile_model(model, cell, params.train)
+    compile_model(model, cell, params.train, steps_per_epoch=96)
 
     assert model.loss.get_config()["from_logits"] is True
     assert model.steps_per_execution == 16
     assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_steps_per_execution_is_capped_at_one_epoch_and_divides_it(real_params_dict):
+    params = params_with(real_params_dict, hidden_units=[8], steps_per_execution=1000)
+    cell = make_cell("relu", "he_normal", "adam", 0)
+    model = build_model(cell, params.train)
+
+    compile_model(model, cell, params.train, steps_per_epoch=7)
+
+    assert model.steps_per_execution == 7
+    assert steps_per_execution(4, 10) == 2
+    assert steps_per_execution(64, 196) == 49
+    assert steps_per_execution(1, 10) == 1
 
 
 def test_dropout_adds_seeded_dropout_layers(real_params_dict):

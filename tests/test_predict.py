@@ -36,7 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory):
     paths = Paths.at(tmp_path_factory.mktemp("predict"))
     images, labels = make_digits(1000, seed=11)
     model = build_model(CELL, train)
-    compile_model(model, CELL, train)
+    compile_model(model, CELL, train, steps_per_epoch=20)
     model.fit(images, labels, epochs=6, batch_size=50, verbose=0)
     test_images, test_labels = make_digits(50, seed=12)
     accuracy = np.mean(model.predict(test_images, verbose=0).argmax(axis=1) == test_labels)

@@ -23,7 +23,7 @@ import yaml
 from conftest import free_port
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
-from project import BIN, dvc, dvc_json, git, make_project, shrink
+from project import BIN, dvc, dvc_json, git, make_project, shrink, training_processes
 
 from stages.lib import resume
 from stages.lib.paths import Paths
@@ -310,6 +310,11 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
             time.sleep(0.05)
     finally:
         first.kill()  # SIGKILL to dvc and its stage: no cleanup runs
+    # The warm training process ends with its client, mid-cell, as the stage's own process would.
+    deadline = time.monotonic() + 30
+    while training_processes(project):
+        assert time.monotonic() < deadline, "the training process outlived its killed client"
+        time.sleep(0.1)
     finished, killed = done["cell"]["key"], ({ADAM, SGD} - {done["cell"]["key"]}).pop()
     (folder,) = checkpoints_of_others(paths, done["run_id"])
     checkpoint = resume.load(folder)
@@ -330,7 +335,7 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
     assert f"Running stage 'train@{finished}'" not in second
     assert f"Running stage 'train@{killed}'" in second
     assert finished_model.stat().st_mtime_ns == finished_mtime
-    announced = [int(epoch) for epoch in re.findall(r"Epoch (\d+)/\d+", second)]
+    announced = [int(epoch) for epoch in re.findall(r"epoch (\d+)/\d+", second)]
     assert announced[0] == checkpoint.epochs_completed + 1, announced
     with (paths.train_reports(killed) / "history.csv").open(newline="") as handle:
         history = list(csv.DictReader(handle))

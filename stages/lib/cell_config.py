@@ -23,6 +23,7 @@ SHARED_SETTINGS: tuple[str, ...] = (
     "batch_size",
     "early_stopping_patience",
     "steps_per_execution",
+    "jit_compile",
     "device",
     "distribute",
     "diagnostics",

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # The supported names. The typed maps below list the hyperparameters of each.
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "gelu"]
@@ -179,6 +186,7 @@ class TrainParams(Strict):
     batch_size: PositiveInt
     early_stopping_patience: PositiveInt | None
     steps_per_execution: PositiveInt
+    jit_compile: bool
     device: Literal["auto", "cpu", "gpu"]
     distribute: Literal["none", "mirrored"]
     diagnostics: DiagnosticsParams
@@ -191,6 +199,15 @@ class TrainParams(Strict):
     @classmethod
     def _unique_factors(cls, values: list[Any]) -> list[Any]:
         return _unique(values)
+
+    @model_validator(mode="after")
+    def _jit_on_one_device(self) -> TrainParams:
+        if self.jit_compile and self.distribute != "none":
+            raise ValueError(
+                f"jit_compile: true with distribute: {self.distribute}; XLA is used on one "
+                "device only here; allowed: false with mirrored (the setting changes speed only)"
+            )
+        return self
 
 
 class EvaluateParams(Strict):
@@ -305,6 +322,8 @@ def _describe(error: ValidationError) -> str:
             f"allowed: {', '.join(allowed)}"
         )
     message = first["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a rule across keys of a section: the message names them
+        return f"{key}.{message}"
     return f"{key}: {message} (got {value!r})"
 
 

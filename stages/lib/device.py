@@ -48,7 +48,8 @@ def select_device(train: TrainParams) -> Placement:
             "train.device: 'gpu' but TensorFlow sees no GPU; allowed: auto, cpu, gpu (with a GPU)"
         )
     if train.device == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
+        if tf.config.get_visible_devices("GPU"):  # a warm process hid them for an earlier cell
+            tf.config.set_visible_devices([], "GPU")
         gpus = []
     if train.distribute == "mirrored":
         kind = "GPU" if gpus else "CPU"

@@ -8,7 +8,7 @@ epoch's metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from stages.lib import resume
+from stages.lib import batches, resume
 from stages.lib.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping
 from stages.lib.config import Cell, Params
 from stages.lib.paths import Paths
@@ -66,8 +66,12 @@ def fit_cell(
     client: MlflowClient,
     run_id: str,
     extra_callbacks: Callable[[TrainingContext], list[keras.callbacks.Callback]],
+    observers: Sequence[keras.callbacks.Callback] = (),
 ) -> Fitted:
-    """`model.fit` on the train split, validated each epoch, continuing from the checkpoint."""
+    """`model.fit` on the train split, validated each epoch, continuing from the checkpoint.
+
+    `observers` see each finished, committed and logged epoch (e.g. a progress line).
+    """
     train = setup.params.train
     state = setup.checkpoint.state if setup.checkpoint else {}
     recorder = EpochRecorder(state.get("rows"))
@@ -91,16 +95,25 @@ def fit_cell(
         *([early] if early else []),
         resume.CommittingBackup(setup.checkpoint_folder, snapshot),
         logger,
+        *observers,
     ]
     stopped = bool(state.get("stopped"))
-    images, labels = setup.splits["train"]
+    epochs = setup.initial_epoch if stopped else train.epochs  # a stopped run trains no more
+    feed = batches.feed(
+        setup.splits["train"],
+        setup.splits["validation"],
+        train.batch_size,
+        setup.cell.seed,
+        range(setup.initial_epoch, max(epochs, setup.initial_epoch)),
+        prebatched=train.distribute == "none",
+    )
     model.fit(
-        images,
-        labels,
-        batch_size=train.batch_size,
-        epochs=setup.initial_epoch if stopped else train.epochs,  # a stopped run trains no more
-        validation_data=setup.splits["validation"],
+        feed.batches,
+        steps_per_epoch=feed.steps_per_epoch,
+        shuffle=False,  # the feed shuffles, per epoch, from the cell's seed
+        epochs=epochs,
+        validation_data=feed.validation,
         callbacks=callbacks,
-        verbose=2,  # one line per epoch: DVC's logs are not terminals
+        verbose=0,  # progress: one line per epoch from the caller's callback, never per step
     )
     return Fitted(recorder.rows, stopped or bool(model.stop_training))

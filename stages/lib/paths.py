@@ -126,6 +126,16 @@ class Paths:
         return self.root / ".mlpstudy" / "checkpoints"
 
     @property
+    def train_service_log(self) -> Path:
+        """What the warm training process prints outside of any cell (stages/lib/train_client)."""
+        return self.root / ".mlpstudy" / "train-service.log"
+
+    @property
+    def progress_file(self) -> Path:
+        """Wall times of the cells finished in the current `dvc repro` (stages/lib/progress)."""
+        return self.root / ".mlpstudy" / "progress.json"
+
+    @property
     def mlflow_db(self) -> Path:
         """The default MLflow tracking store (`mlflow ui` run from the root opens it)."""
         return self.root / "mlflow.db"

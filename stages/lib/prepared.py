@@ -30,14 +30,21 @@ def split_file(paths: Paths, name: str) -> Path:
     return paths.prepared / f"{name}.npz"
 
 
-def load_split(paths: Paths, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 28, 28) and labels uint8 (N,) of split `name`, checked before use."""
+def require_split(paths: Paths, name: str) -> Path:
+    """The file of split `name`; ConfigError when it is missing (a cheap check, no loading)."""
     file = split_file(paths, name)
-    where = display_path(file, paths.root)
     if not file.is_file():
         raise ConfigError(
-            f"{where}: missing; run `dvc repro preprocess` (or `mlpstudy preprocess`) first"
+            f"{display_path(file, paths.root)}: missing; "
+            "run `dvc repro preprocess` (or `mlpstudy preprocess`) first"
         )
+    return file
+
+
+def load_split(paths: Paths, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 28, 28) and labels uint8 (N,) of split `name`, checked before use."""
+    file = require_split(paths, name)
+    where = display_path(file, paths.root)
     try:
         with np.load(file, allow_pickle=False) as archive:
             images, labels = archive["images"], archive["labels"]
