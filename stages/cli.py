@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from stages.lib.config import ConfigError, Params, load_params, make_cell
-from stages.lib.errors import StageError
+from stages.lib.errors import StageError, describe
 from stages.lib.paths import Paths
 
 app = typer.Typer(
@@ -42,6 +42,12 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
     except StageError as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as error:  # the MLflow store or a disk failing mid-run; else a bug: re-raised
+        message = describe(error)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -40,12 +40,12 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     cells = grid(params.train) if cells is None else cells
     run_ids = {cell.key: _check_train_outputs(paths, cell) for cell in cells}
     images, labels = load_split(paths, "test")
-    outputs = (paths.evaluate_reports, paths.exported)
+    outputs = paths.evaluate_outputs  # not reports/evaluate/ itself: DVC's .gitignore is there
     for folder in outputs:
         check_writable(folder, paths.root, "run `dvc repro evaluate` again")
     from stages.lib import tracking  # imports MLflow (~1 s): after the checks of local files
 
-    experiment = tracking.open_experiment(params.study.name, paths)
+    experiment = tracking.open_experiment(params.study.name, paths, create=False)
     for key, run_id in run_ids.items():
         if not tracking.run_exists(experiment, run_id):
             raise StageError(

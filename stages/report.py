@@ -49,7 +49,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     confidence = params.report.confidence
     diagnostics_on = params.train.diagnostics.enabled
     table = cells_table(paths, cells, diagnostics_on)  # ConfigError before any work
-    experiment = tracking.open_experiment(params.study.name, paths)  # StageError if unreachable
+    tracking.check_store(paths)  # StageError if unreachable or damaged; creates nothing
     combinations = combinations_table(table, confidence)
     histories = pd.concat([read_history(paths, cell) for cell in cells], ignore_index=True)
     diagnostics = (
@@ -69,6 +69,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     title, blocks = study_document.build(params, table, combinations, effects, drawn, convergence)
     write_text(folder / "summary.md", to_markdown(title, blocks, FIGURES_FOLDER))
     write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
+    experiment = tracking.open_experiment(params.study.name, paths)
     run_id = log_report(experiment, params, paths.root, folder, summary)
     return {**summary, "mlflow_run_id": run_id}
 

@@ -64,7 +64,7 @@ def run(
         splits = {name: load_split(paths, name) for name in preflight.SPLITS}
         digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
     with watch("tracking_start"):
-        experiment = tracking.open_experiment(params.study.name, paths)
+        tracking.check_store(paths)  # the experiment is opened (created) only when its run is
     with watch("model"):
         make_deterministic(cell.seed)
         with placement.scope():
@@ -78,6 +78,7 @@ def run(
     folder = paths.checkpoints / digest
     with watch("tracking_start"):
         tags = cell_run.tags(params, cell, paths, digest, digests, placement)
+        experiment = tracking.open_experiment(params.study.name, paths)
         run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
         checkpoint = resume.load(folder)
     with tracking.active_run(run_id):

@@ -17,6 +17,7 @@ from synthetic import write_mirror
 
 BIN = Path(sys.executable).parent
 COPIED = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+COPIED += ("reports/evaluate/.gitignore",)  # DVC's own entries for evaluate's cached plots
 
 
 def shrink(params: dict[str, Any]) -> None:

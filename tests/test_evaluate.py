@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from stages import evaluate, train
 from stages.cli import app
 from stages.lib import evaluation_tracking
-from stages.lib.classifier import EXPORT_FILE
+from stages.lib.classifier import EXPORT_FILE, export_classifier
 from stages.lib.config import ConfigError, Params, make_cell
 from stages.lib.errors import StageError
 from stages.lib.paths import Paths
@@ -238,6 +238,13 @@ def test_a_run_missing_from_the_store_is_a_clear_error(evaluated, tmp_path, monk
     monkeypatch.delenv("DVC_ROOT", raising=False)
     other = write_project(tmp_path, params)  # a fresh project: its store does not know the run
     shutil.copytree(paths.model_dir(CELL.key), other.model_dir(CELL.key))
+    with pytest.raises(StageError, match=r"has no experiment .*train the grid into this store"):
+        evaluate.run(params, other, [CELL])
+    assert not other.evaluate_reports.exists()
+    store = MlflowClient(f"sqlite:///{other.mlflow_db}")
+    assert [e.name for e in store.search_experiments()] == ["Default"]  # evaluate created none
+
+    store.create_experiment(params.study.name)  # the experiment, but without the cell's run
     with pytest.raises(
         StageError, match=rf"is not in experiment .*dvc repro --force train@{CELL.key}"
     ):
@@ -287,3 +294,37 @@ def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
     message = result.stderr.strip()
     assert "\n" not in message
     assert f"dvc repro train@{CELL.key}" in message and "model.keras" in message
+
+
+@pytest.mark.slow
+def test_exporting_again_later_writes_the_same_bytes(evaluated, tmp_path):
+    import time
+
+    import keras
+
+    paths, _, _ = evaluated
+    first = (paths.export_dir(CELL.key) / EXPORT_FILE).read_bytes()
+    model = keras.models.load_model(paths.model_file(CELL.key), compile=False)
+    time.sleep(2.1)  # past the 2-second resolution of zip dates and Keras's `date_saved`
+    export_classifier(model, tmp_path / EXPORT_FILE)
+    assert (tmp_path / EXPORT_FILE).read_bytes() == first
+    assert not [path.name for path in tmp_path.iterdir() if path.name != EXPORT_FILE]  # no temp
+
+
+@pytest.mark.slow
+def test_evaluating_outside_the_dvc_experiment_that_trained_a_cell_clears_its_tag(
+    evaluated, monkeypatch
+):
+    """DVC restores a cell from its run cache in another experiment or the workspace: the run's
+    `dvc_exp` tag follows where the cell was used last, never an experiment it has left."""
+    paths, params, _ = evaluated
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    store, identifier = client(paths), run_id(paths)
+    store.set_tag(identifier, "dvc_exp", "exp-that-trained-it")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-later")
+    evaluate.run(params, paths, [CELL])
+    assert store.get_run(identifier).data.tags["dvc_exp"] == "exp-later"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    evaluate.run(params, paths, [CELL])
+    assert "dvc_exp" not in store.get_run(identifier).data.tags

@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from stages.lib import tracking, tracking_log
+from stages.lib.config import ConfigError
 from stages.lib.errors import StageError
 from stages.lib.paths import Paths
 
@@ -155,3 +156,52 @@ def test_git_commit_of_a_repository_or_unknown(tmp_path):
     assert tracking.git_commit(repository) == head
     assert len(head) == 40
     assert tracking.git_commit(Path(tmp_path / "not-a-repo")) == "unknown"
+
+
+@pytest.mark.slow
+def test_every_search_reads_all_pages(tmp_path, monkeypatch):
+    """More results than one page holds: MLflow returns 1000 per call at most (its default)."""
+    from stages.lib import compare, report_run
+
+    paths = Paths.at(tmp_path)
+    experiment = tracking.open_experiment(STUDY, paths)
+    client = experiment.client
+    for _ in range(tracking.PAGE_SIZE + 1):
+        client.create_run(experiment.experiment_id, tags={"kind": report_run.REPORT_KIND})
+    assert len(report_run.report_runs(experiment)) == tracking.PAGE_SIZE + 1
+
+    monkeypatch.setattr(tracking, "PAGE_SIZE", 2)  # the same paging on a few results
+    cells = [tracking.create_run(experiment, f"cell-{n}", {}, {"kind": "cell"}) for n in range(5)]
+    others = [f"other-{n}" for n in range(3)]
+    for name in others:
+        client.create_experiment(name)
+    found = tracking.find_runs(STUDY, experiment.tracking_uri)
+    assert sorted(run.info.run_id for run in found) == sorted(cells)
+    with pytest.raises(ConfigError, match=", ".join(sorted([*others, STUDY]))):
+        compare.load_runs(experiment.tracking_uri, "no-such-study")
+
+
+def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp_path, monkeypatch):
+    from stages.lib import cell_run, resume
+    from stages.lib.config import make_cell
+
+    experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
+    client = experiment.client
+    cell = make_cell("relu", "he_normal", "adam", 0)
+    folder = tmp_path / "checkpoint"
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    tags = {"kind": "cell", tracking.DVC_EXP_TAG: "exp-a"}
+    run_id = cell_run.continue_or_create(experiment, folder, cell, {}, tags)
+    assert client.get_run(run_id).data.tags[tracking.DVC_EXP_TAG] == "exp-a"
+
+    monkeypatch.delenv("DVC_EXP_NAME")  # resumed in the workspace, outside the experiment
+    assert cell_run.continue_or_create(experiment, folder, cell, {}, {"kind": "cell"}) == run_id
+    assert resume.read_run_file(folder)["run_id"] == run_id
+    assert tracking.DVC_EXP_TAG not in client.get_run(run_id).data.tags
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")  # e.g. evaluate in another experiment
+    tracking.refresh_dvc_exp(client, run_id)
+    assert client.get_run(run_id).data.tags[tracking.DVC_EXP_TAG] == "exp-b"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    tracking.refresh_dvc_exp(client, run_id)
+    assert tracking.DVC_EXP_TAG not in client.get_run(run_id).data.tags

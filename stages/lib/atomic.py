@@ -30,6 +30,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as error:
+        if error.filename is None:  # a failed write (e.g. a full disk) names no file: name it
+            error.filename = str(target)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -65,10 +65,15 @@ def continue_or_create(
     run_id = resume.read_run_file(folder).get("run_id")
     if run_id is not None and tracking.run_exists(experiment, run_id):
         tracking.set_tags(experiment, run_id, tags)
+        tracking.refresh_dvc_exp(experiment.client, run_id)  # e.g. resumed outside `dvc exp run`
         return run_id
     resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
     run_id = tracking.create_run(experiment, cell.key, params, tags)
-    resume.update_run_file(folder, run_id=run_id)
+    try:
+        resume.update_run_file(folder, run_id=run_id)
+    except BaseException:  # e.g. a full disk: the new run must not stay RUNNING
+        experiment.client.set_terminated(run_id, "FAILED")
+        raise
     return run_id
 
 

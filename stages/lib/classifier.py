@@ -7,17 +7,22 @@ cheap checks here run before TensorFlow is imported (~4 s), so a wrong path fail
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from stages.lib.atomic import atomic_path
 from stages.lib.config import ConfigError
 from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
 
 EXPORT_FILE = "classifier.keras"
 KERAS_ENTRIES = {"config.json", "metadata.json"}  # present in every Keras 3 `.keras` archive
+METADATA_ENTRY = "metadata.json"
+FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+FIXED_DATE_SAVED = "1980-01-01@00:00:00"  # Keras's own format for `date_saved`
 
 
 def check_keras_file(path: Path, name: str, remedy: str) -> None:
@@ -64,7 +69,8 @@ def export_classifier(model: Any, target: Path) -> Any:
     """Save `model` (uint8 images -> logits) followed by a softmax, so it returns probabilities.
 
     The softmax joins the model's own graph (no nested model), and the export is not compiled, so
-    the file holds the weights once and no optimizer state. Written beside `target` and renamed.
+    the file holds the weights once and no optimizer state. Written beside `target` and renamed,
+    byte-reproducible (see `repack`): the same model gives the same file, and DVC one cache object.
     """
     import keras
 
@@ -72,20 +78,33 @@ def export_classifier(model: Any, target: Path) -> Any:
     classifier = keras.Model(model.inputs[0], probabilities, name="classifier")  # one tensor in
     target.parent.mkdir(parents=True, exist_ok=True)
     # Keras insists on a `.keras` name, so the temporary file carries one too.
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=".keras", dir=target.parent
-    )
+    handle, saved = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".keras", dir=target.parent)
     os.close(handle)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        classifier.save(temporary)
-        os.replace(temporary, target)
+        classifier.save(saved)
+        with atomic_path(target) as temporary:
+            repack(Path(saved), temporary)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        Path(saved).unlink(missing_ok=True)
     return classifier
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def repack(source: Path, target: Path) -> None:
+    """Copy the `.keras` archive `source` to `target` without what changes from save to save.
+
+    Keras stamps the save time into metadata.json (`date_saved`) and into the zip entries'
+    dates; the config and the weights file are already the same for the same model. Here every
+    entry gets the zip format's earliest date (1980-01-01) and `date_saved` that date too, in
+    Keras's own entry order and compression. Loading never reads `date_saved`.
+    """
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for entry in original.infolist():
+            data = original.read(entry)
+            if entry.filename == METADATA_ENTRY:
+                metadata = json.loads(data)
+                metadata["date_saved"] = FIXED_DATE_SAVED
+                data = json.dumps(metadata).encode()
+            fixed = zipfile.ZipInfo(entry.filename, date_time=FIXED_ZIP_DATE)
+            fixed.compress_type = entry.compress_type
+            fixed.external_attr = entry.external_attr
+            copy.writestr(fixed, data)

@@ -85,7 +85,8 @@ def load_runs(uri: str, study: str) -> pd.DataFrame:
     """One row per cell run of `study`: cell key, factors, metrics, params, start time, run id."""
     client = MlflowClient(uri)
     if client.get_experiment_by_name(study) is None:
-        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        experiments = tracking.every_page(client.search_experiments)
+        names = sorted(e.name for e in experiments if e.name != "Default")
         raise ConfigError(
             f"--study: no experiment {study!r} in {uri}; experiments there: "
             f"{', '.join(names) if names else 'none'}"

@@ -67,24 +67,52 @@ class Paths:
         return self.exported / cell_key
 
     # reports/evaluate/ is grouped by kind, so dvc.yaml declares each kind once for every cell:
-    # metrics/ (DVC metrics), predictions/ (DVC's confusion plots), figures/ (image plots), tables/.
+    # metrics/ (DVC metrics, in git), tables/ (small CSVs, in git), predictions/ (DVC's confusion
+    # plots) and figures/ (image plots), both in DVC's cache and in its .gitignore there.
     @property
     def evaluate_reports(self) -> Path:
         return self.root / "reports" / "evaluate"
 
+    @property
+    def evaluate_metrics_dir(self) -> Path:
+        return self.evaluate_reports / "metrics"
+
+    @property
+    def evaluate_predictions_dir(self) -> Path:
+        return self.evaluate_reports / "predictions"
+
+    @property
+    def evaluate_tables_dir(self) -> Path:
+        return self.evaluate_reports / "tables"
+
+    @property
+    def evaluate_figures_dir(self) -> Path:
+        return self.evaluate_reports / "figures"
+
+    @property
+    def evaluate_outputs(self) -> tuple[Path, ...]:
+        """Every folder evaluate writes, each a DVC output that a run replaces as a whole."""
+        return (
+            self.exported,
+            self.evaluate_metrics_dir,
+            self.evaluate_predictions_dir,
+            self.evaluate_tables_dir,
+            self.evaluate_figures_dir,
+        )
+
     def evaluate_metrics(self, cell_key: str) -> Path:
-        return self.evaluate_reports / "metrics" / f"{cell_key}.json"
+        return self.evaluate_metrics_dir / f"{cell_key}.json"
 
     def evaluate_predictions(self, cell_key: str) -> Path:
-        return self.evaluate_reports / "predictions" / f"{cell_key}.csv"
+        return self.evaluate_predictions_dir / f"{cell_key}.csv"
 
     def evaluate_tables(self, cell_key: str) -> Path:
         """per_digit.csv and confusion.csv of one cell."""
-        return self.evaluate_reports / "tables" / cell_key
+        return self.evaluate_tables_dir / cell_key
 
     def evaluate_figures(self, cell_key: str) -> Path:
         """confusion.png and misclassified.png of one cell."""
-        return self.evaluate_reports / "figures" / cell_key
+        return self.evaluate_figures_dir / cell_key
 
     # --- report
     @property

@@ -14,6 +14,7 @@ store keep one report each (and the workspace's report, without the tag, is left
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, Run, ViewType
@@ -29,11 +30,13 @@ RUN_NAME = "study-report"
 def report_runs(experiment: tracking.Experiment, dvc_exp: str | None = None) -> list[Run]:
     """The live report runs of the study's experiment for `dvc_exp` (None: outside DVC
     experiments); normally one."""
-    runs = experiment.client.search_runs(
+    search = partial(
+        experiment.client.search_runs,
         [experiment.experiment_id],
         filter_string=f"tags.kind = '{REPORT_KIND}'",
         run_view_type=ViewType.ACTIVE_ONLY,
     )
+    runs = tracking.every_page(search)
     return [run for run in runs if run.data.tags.get(tracking.DVC_EXP_TAG) == dvc_exp]
 
 

@@ -16,7 +16,9 @@ on the next start (roll forward), and staged files without metadata are discarde
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -117,6 +119,7 @@ class CommittingBackup(keras.callbacks.BackupAndRestore):
         staging = self.folder / STAGING
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        _ensure_room(staging, self.model)
         self.model.save_weights(staging / WEIGHTS_FILE)
         snapshot = self.snapshot()
         if snapshot.best_weights is not None:  # staged files count only once committed
@@ -125,3 +128,17 @@ class CommittingBackup(keras.callbacks.BackupAndRestore):
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         write_json(staging / METADATA_FILE, {**metadata, "state": snapshot.state})
         finish_commit(self.folder)
+
+
+# HDF5 metadata, the JSON files and the file system's blocks, beyond the arrays themselves.
+ROOM_MARGIN_BYTES = 1 << 20
+
+
+def _ensure_room(folder: Path, model: keras.Model) -> None:
+    """Raise ENOSPC before a checkpoint that would not fit: HDF5 crashes the process (SIGSEGV in
+    h5py's close) instead of raising when the disk fills up under it."""
+    variables = [*model.weights, *model.optimizer.variables]
+    arrays = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    needed = 2 * arrays + ROOM_MARGIN_BYTES  # the weights and optimizer state, the best weights
+    if shutil.disk_usage(folder).free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))

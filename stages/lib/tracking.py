@@ -9,26 +9,32 @@ otherwise race on creating its tables and the study's experiment.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow.entities import Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.entities import PagedList
 from mlflow.tracking import MlflowClient
 
-from stages.lib.errors import StageError
+from stages.lib.errors import AGAIN, StageError
 from stages.lib.paths import Paths
+from stages.lib.store_check import check_server, check_sqlite_file, store_errors
 
-HEALTH_TIMEOUT_SECONDS = 5.0
 CELL_KIND = "cell"  # value of the `kind` tag on each cell's run (the report's run has another)
 DVC_EXP_TAG = "dvc_exp"  # the DVC experiment a run belongs to, on cell and report runs
+PAGE_SIZE = 1000  # results per search call (MLflow's default page size)
+T = TypeVar("T")
+SERVER_REMEDY = "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root"
 
 
 def dvc_experiment() -> str | None:
@@ -66,44 +72,52 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
 
 
-def open_experiment(study_name: str, paths: Paths) -> Experiment:
-    """Check or create the store, get or create the study's experiment, make it MLflow's default.
+def check_store(paths: Paths) -> None:
+    """Before long work: the store answers (a server) or can be one (a sqlite file); this creates
+    nothing, so a stage that fails later leaves no empty experiment (see `open_experiment`)."""
+    uri = tracking_uri(paths)
+    database = sqlite_file(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
+    elif database is not None:
+        check_sqlite_file(database)
 
-    Raises StageError naming the URI when a tracking server does not answer, before any work.
+
+def open_experiment(study_name: str, paths: Paths, *, create: bool = True) -> Experiment:
+    """Check the store, get the study's experiment (or create it), make the store MLflow's default.
+
+    Everything that can fail is checked before anything is created: a tracking server that does
+    not answer, a sqlite file that is no database, a store that is locked or damaged; each is a
+    StageError naming the store and what to do. With `create=False` a missing experiment is a
+    StageError too (evaluate logs into runs that train created).
     """
     uri = tracking_uri(paths)
     mlflow.set_tracking_uri(uri)
     database = sqlite_file(uri)
     if uri.startswith(("http://", "https://")):
-        check_server(
-            uri,
-            "MLFLOW_TRACKING_URI",
-            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
-        )
-        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
-    if database is None:
-        return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    artifacts = database.parent / paths.mlflow_artifacts.name
-    with _exclusive(database.with_name(database.name + "-lock")):
-        return Experiment(uri, _get_or_create(uri, study_name, artifacts.as_uri()), study_name)
-
-
-def check_server(uri: str, key: str, remedy: str = "") -> None:
-    """Raise StageError naming `key` (where the URI came from) unless the server answers."""
-    health = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_SECONDS) as response:
-            response.read()
-    except (OSError, ValueError) as error:
-        raise StageError(
-            f"{key}: the MLflow server {uri} is not reachable ({error}){remedy}"
-        ) from None
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
+    artifacts = None
+    lock = contextlib.nullcontext()
+    if database is not None:
+        check_sqlite_file(database)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        artifacts = (database.parent / paths.mlflow_artifacts.name).as_uri()
+        lock = _exclusive(database.with_name(database.name + "-lock"))
+    with lock, store_errors(uri):
+        return Experiment(uri, _get_or_create(uri, study_name, artifacts, create), study_name)
 
 
 @contextmanager
 def _exclusive(lock_file: Path) -> Iterator[None]:
-    with lock_file.open("a") as handle:
+    try:
+        handle = lock_file.open("a")
+    except OSError as error:
+        raise StageError(
+            f"{lock_file}: cannot be created ({error.strerror}), so the MLflow store beside it "
+            "cannot be written; make its folder writable, or set MLFLOW_TRACKING_URI to a "
+            f"writable store, {AGAIN}"
+        ) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -111,7 +125,7 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
+def _get_or_create(uri: str, name: str, artifact_location: str | None, create: bool) -> str:
     client = MlflowClient(uri)  # the first call on a fresh sqlite store creates its tables
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":
@@ -122,6 +136,12 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
         )
     if experiment is not None:
         return experiment.experiment_id
+    if not create:
+        raise StageError(
+            f"study.name: the MLflow store {uri} has no experiment {name!r}; train the grid "
+            "into this store first (`dvc repro`), or set MLFLOW_TRACKING_URI to the store "
+            "it was trained into"
+        )
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created meanwhile by another process (remote stores only)
@@ -160,6 +180,18 @@ def set_tags(experiment: Experiment, run_id: str, tags: Mapping[str, str]) -> No
     experiment.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
 
+def refresh_dvc_exp(client: MlflowClient, run_id: str) -> None:
+    """For a run used again (a resumed cell; evaluate logging into a cell's run, which DVC may
+    have restored from its run cache in another experiment): its `dvc_exp` tag names the DVC
+    experiment running now, and goes when none is, so it never names one the run has left."""
+    current = dvc_experiment()
+    tagged = client.get_run(run_id).data.tags.get(DVC_EXP_TAG)
+    if current and tagged != current:
+        client.set_tag(run_id, DVC_EXP_TAG, current)
+    elif not current and tagged is not None:
+        client.delete_tag(run_id, DVC_EXP_TAG)
+
+
 @contextmanager
 def active_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
     """Make an existing run MLflow's active run (status RUNNING; FINISHED or FAILED on exit)."""
@@ -172,11 +204,7 @@ def open_run(run_id: str, paths: Paths) -> Iterator[mlflow.ActiveRun]:
     """For later stages: continue a cell's run (the id in its run.json) to log more into it."""
     uri = tracking_uri(paths)
     if uri.startswith(("http://", "https://")):
-        check_server(
-            uri,
-            "MLFLOW_TRACKING_URI",
-            "; start it, or unset MLFLOW_TRACKING_URI to use mlflow.db at the project root",
-        )
+        check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
     mlflow.set_tracking_uri(uri)
     with active_run(run_id) as run:
         yield run
@@ -197,22 +225,29 @@ def git_commit(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def every_page(search: Callable[..., PagedList[T]]) -> list[T]:
+    """Every result of an MLflow search (`client.search_runs` with its arguments bound, ...):
+    one call returns one page, so this calls it again with each page's token until the last."""
+    results: list[T] = []
+    token = None
+    while True:
+        page = search(max_results=PAGE_SIZE, page_token=token)
+        results.extend(page)
+        token = page.token
+        if not token:
+            return results
+
+
 def find_runs(study_name: str, tracking_uri: str) -> list[Run]:
     """Every cell run of the study, newest first (compare and report read them)."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:
         return []
-    runs: list[Run] = []
-    page_token = None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.kind = '{CELL_KIND}'",
-            order_by=["attributes.start_time DESC"],
-            page_token=page_token,
-        )
-        runs.extend(page)
-        page_token = page.token
-        if not page_token:
-            return runs
+    search = partial(
+        client.search_runs,
+        [experiment.experiment_id],
+        filter_string=f"tags.kind = '{CELL_KIND}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return every_page(search)

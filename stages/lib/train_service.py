@@ -31,7 +31,7 @@ import keras
 from stages import train as stage
 from stages.lib import progress, train_client
 from stages.lib.config import Cell, ConfigError, Params, load_params
-from stages.lib.errors import StageError
+from stages.lib.errors import StageError, describe
 from stages.lib.paths import Paths
 
 CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
@@ -115,9 +115,13 @@ def handle(connection: socket.socket) -> bool:
     except StageError as error:
         code = 1
         err.write(f"error: {error}\n")
-    except BaseException:  # a bug: the client shows it, and this process retires
-        code, healthy = 1, False
-        err.write(traceback.format_exc())
+    except Exception as error:  # the store or a disk failing mid-cell (one line), else a bug
+        code, message = 1, describe(error)
+        if message is None:  # the client shows the bug, and this process retires
+            healthy = False
+            err.write(traceback.format_exc())
+        else:
+            err.write(f"error: {message}\n")
     finally:
         sys.stdout, sys.stderr = saved
         keras.backend.clear_session()
