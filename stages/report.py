@@ -25,6 +25,7 @@ from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
 from stages.lib.config import Params, grid
 from stages.lib.paths import Paths
 from stages.lib.report_run import log_report
+from stages.lib.report_tracking import file_report
 from stages.lib.study_html import to_html, to_markdown
 from stages.lib.study_table import (
     cells_table,
@@ -63,6 +64,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     write_text(folder / "summary.md", to_markdown(title, blocks, FIGURES_FOLDER))
     write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
     run_id = log_report(experiment, params, paths.root, folder, summary)
+    file_report(experiment, params, paths, run_id)
     return {**summary, "mlflow_run_id": run_id}
 
 

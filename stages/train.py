@@ -62,7 +62,7 @@ def run(params: Params, cell: Cell, paths: Paths) -> dict[str, Any]:
     # a checkpoint never meets a model it does not fit (e.g. after an edit of model.py).
     digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
     folder = paths.checkpoints / digest
-    tags = cell_run.tags(params, cell, paths, digest, digests, placement)
+    tags = cell_run.tags(params, cell, paths, digest, digests, placement, experiment)
     run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
     checkpoint = resume.load(folder)
     with tracking.active_run(run_id):

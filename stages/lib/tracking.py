@@ -85,7 +85,7 @@ def open_experiment(study_name: str, paths: Paths) -> Experiment:
         return Experiment(uri, _get_or_create(uri, study_name, None), study_name)
     database.parent.mkdir(parents=True, exist_ok=True)
     artifacts = database.parent / paths.mlflow_artifacts.name
-    with _exclusive(database.with_name(database.name + "-lock")):
+    with store_lock(uri):
         return Experiment(uri, _get_or_create(uri, study_name, artifacts.as_uri()), study_name)
 
 
@@ -99,6 +99,17 @@ def check_server(uri: str, key: str, remedy: str = "") -> None:
         raise StageError(
             f"{key}: the MLflow server {uri} is not reachable ({error}){remedy}"
         ) from None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold the exclusive lock of a sqlite store (the one its creation takes); servers: no-op."""
+    database = sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    with _exclusive(database.with_name(database.name + "-lock")):
+        yield
 
 
 @contextmanager
