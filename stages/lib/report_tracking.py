@@ -10,9 +10,10 @@ uses (e.g. one trained again after a code change). Runs of earlier grids keep th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
-from mlflow.entities import Run, RunTag, ViewType
+from mlflow.entities import Metric, Run, RunTag, ViewType
 
 from stages.lib import study_tracking, tracking
 from stages.lib.config import Params, grid
@@ -24,8 +25,9 @@ PARENT = study_tracking.PARENT_TAG
 def file_report(
     experiment: tracking.Experiment, params: Params, paths: Paths, report_run_id: str
 ) -> str:
-    """Describe the experiment, nest the report and the grid's cells under the grid's parent run;
-    return the parent's id."""
+    """Describe the experiment, nest the report and the grid's cells under the grid's parent run
+    (which also gets the report's summary metrics, so its collapsed row shows them); return
+    the parent's id."""
     study_tracking.describe_experiment(experiment, params)
     parent = study_tracking.grid_parent(experiment, params)
     tags = {
@@ -34,7 +36,12 @@ def file_report(
         study_tracking.SOURCE_NAME_TAG: "mlpstudy report",
         study_tracking.SOURCE_TYPE_TAG: "LOCAL",
     }
-    experiment.client.log_batch(report_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client = experiment.client
+    client.log_batch(report_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    summary = client.get_run(report_run_id).data.metrics  # the study's headline, on its row too
+    client.log_batch(
+        parent, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()]
+    )
     adopt(experiment, parent, cell_run_ids(paths, params))
     prune(experiment, parent)
     return parent
