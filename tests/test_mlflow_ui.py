@@ -84,6 +84,7 @@ def start_ui(project: Path, env: dict[str, str], log: Path) -> tuple[processes.C
 def shoot(page, name: str) -> None:
     folder = SHOTS / "mlflow-ui"
     folder.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(1, 1)  # no hover tooltip in the picture
     page.screenshot(path=str(folder / name))
     if os.environ.get("MLPSTUDY_UPDATE_SCREENSHOTS") == "1" and name in README_SHOTS:
         target = PROJECT_ROOT / "docs" / "images" / name
@@ -105,12 +106,24 @@ def test_the_study_reads_in_mlflow_ui_in_a_real_browser(tmp_path) -> None:
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
             )
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page = browser.new_page(viewport={"width": 1440, "height": 760})
             page.set_default_timeout(WAIT_MS)
             see_the_study(page, link, parent, runs, experiment.experiment_id)
             browser.close()
     finally:
         server.kill()
+
+
+def toggle_columns(page, names: list[str]) -> None:
+    """Tick or untick columns in the runs table's column selector (first match: the param)."""
+    page.get_by_role("button", name="Columns").click()
+    search = page.get_by_placeholder("Search columns")
+    tree = page.get_by_test_id("column-selector-tree")
+    for name in names:
+        search.fill(name)
+        # whole-name match: "initializer" must not pick the report's "grid.initializer"
+        tree.locator(f"xpath=.//span[normalize-space(string(.))='{name}']").first.click()
+    page.keyboard.press("Escape")
 
 
 def see_the_study(page, link: str, parent: str, runs: dict, experiment_id: str) -> None:
@@ -130,6 +143,11 @@ def see_the_study(page, link: str, parent: str, runs: dict, experiment_id: str) 
     page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
     for name in [*CELLS, "study-report"]:
         page.get_by_role("link", name=name, exact=True).wait_for()
+    # Every factor is a column (a param), beside the test accuracy logged on each cell's run.
+    columns = ["test/accuracy", "activation", "initializer", "optimizer", "seed"]
+    toggle_columns(page, [*columns, "Dataset", "Models"])  # shown; the last two hidden
+    headers = page.get_by_role("columnheader").all_inner_texts()
+    assert set(columns) <= set(headers) and "Dataset" not in headers, headers
     shoot(page, "runs-nested.png")
 
     # Group by activation: one group per activation, each holding its two cells.
@@ -154,9 +172,10 @@ def see_the_study(page, link: str, parent: str, runs: dict, experiment_id: str) 
     cell = runs[CELLS[0]]
     accuracy = cell.data.metrics["test/accuracy"]
     page.goto(f"{base}#/experiments/{experiment_id}/runs/{cell.info.run_id}?{ML}")
-    page.get_by_text("test/accuracy", exact=True).first.wait_for()
-    text = page.inner_text("body")
-    assert any(f"{accuracy:.{n}f}".rstrip("0") in text for n in (2, 3, 4)), accuracy
+    page.get_by_placeholder("Search metrics").fill("test/accuracy")
+    row = page.get_by_role("row").filter(has_text="test/accuracy").first
+    row.wait_for()
+    assert str(accuracy) in row.inner_text(), (accuracy, row.inner_text())  # JS prints as repr
     shoot(page, "cell-run.png")
 
     # The report's HTML opens in the report run's artifact viewer.
@@ -165,6 +184,13 @@ def see_the_study(page, link: str, parent: str, runs: dict, experiment_id: str) 
     page.get_by_text("index.html", exact=True).first.click()
     page.frame_locator("iframe").first.get_by_text("best", exact=False).first.wait_for()
     shoot(page, "report-artifact.png")
+    page.get_by_text("figures", exact=True).first.click()
+    page.get_by_text("main_effects.png", exact=True).first.click()
+    page.get_by_text("figures/main_effects.png").first.wait_for()
+    page.wait_for_function(  # the figure itself is drawn, not only its name
+        "[...document.images].some(image => image.complete && image.naturalWidth > 300)"
+    )
+    shoot(page, "report-figure.png")
 
 
 def test_a_new_grid_revision_holds_reused_and_new_cells_and_the_old_parent_goes(tmp_path) -> None:
