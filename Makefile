@@ -46,7 +46,7 @@ setup-gpu: $(STAMP)
 
 ## Browse every run of the study (the sqlite store at the root).
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+	$(BIN)/mlpstudy ui --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

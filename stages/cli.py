@@ -1,4 +1,4 @@
-"""The `mlpstudy` command: one small command per DVC stage, plus `predict` and `compare`.
+"""The `mlpstudy` command: one small command per DVC stage, plus `predict`, `compare` and `ui`.
 
 Commands are thin: read and validate `params.yaml`, build the paths, call the stage's pure `run`.
 Stage modules are imported inside each command, so `mlpstudy download` never imports TensorFlow.
@@ -176,6 +176,20 @@ def compare(
         from stages.lib import compare as comparing
 
         comparing.run(study, tracking_uri, where, sort, ascending, latest, csv, root)
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve the UI on."),
+    port: int = typer.Option(5000, "--port", help="Port to serve the UI on."),
+    root: Path = ROOT,
+) -> None:
+    """MLflow's UI on the study's store; prints the link that opens on the study's runs."""
+    with _user_errors():
+        params, paths = _setup(root)
+        from stages.lib import study_ui
+
+        study_ui.serve(params.study.name, paths, host, port)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -31,6 +31,7 @@ from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
 from stages.lib.config import Params, grid
 from stages.lib.paths import Paths
 from stages.lib.report_run import log_report
+from stages.lib.report_tracking import file_report
 from stages.lib.study_html import to_html, to_markdown
 from stages.lib.study_table import (
     cells_table,
@@ -71,6 +72,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
     experiment = tracking.open_experiment(params.study.name, paths)
     run_id = log_report(experiment, params, paths.root, folder, summary)
+    file_report(experiment, params, paths, run_id)
     return {**summary, "mlflow_run_id": run_id}
 
 

@@ -77,8 +77,8 @@ def run(
         digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
     folder = paths.checkpoints / digest
     with watch("tracking_start"):
-        tags = cell_run.tags(params, cell, paths, digest, digests, placement)
         experiment = tracking.open_experiment(params.study.name, paths)
+        tags = cell_run.tags(params, cell, paths, digest, digests, placement, experiment)
         run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
         checkpoint = resume.load(folder)
     with tracking.active_run(run_id):

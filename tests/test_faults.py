@@ -154,8 +154,12 @@ def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real
 
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     experiment = client.get_experiment_by_name(params.study.name)
-    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    cell_runs = client.search_runs([experiment.experiment_id], "tags.kind = 'cell'")
+    runs = {run.info.run_name: run for run in cell_runs}
     assert sorted(runs) == sorted(cell.key for cell in cells)
+    # Both raced to get-or-create their grid's parent run: there is one, holding both cells.
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.kind = 'grid'")
+    assert {run.data.tags["mlflow.parentRunId"] for run in cell_runs} == {parent.info.run_id}
     for cell in cells:
         run = runs[cell.key]
         record = json.loads((paths.model_dir(cell.key) / "run.json").read_text())

@@ -70,6 +70,9 @@ def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server
     runs = study_runs(mlflow_server, study)
     cells = {run.data.tags["cell"]: run for run in runs if run.data.tags.get("kind") == "cell"}
     assert set(cells) == {ADAM, SGD}
+    (parent,) = [run for run in runs if run.data.tags.get("kind") == "grid"]  # no duplicate
+    nested = {run.data.tags.get("mlflow.parentRunId") for run in runs if run is not parent}
+    assert nested == {parent.info.run_id}  # the cells and the report
     client = MlflowClient(mlflow_server)
     for key, run in cells.items():
         assert run.info.status == "FINISHED", key

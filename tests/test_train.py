@@ -246,9 +246,16 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     experiment = client.get_experiment_by_name(params.study.name)
     assert record["experiment_id"] == experiment.experiment_id
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.kind = 'cell'")
     assert [run.info.run_id for run in runs] == [record["run_id"]]
     run = runs[0]
+    # ... nested under its grid revision's parent run, with the factors as tags (issue 12)
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.kind = 'grid'")
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.tags["grid_revision"] == parent.data.tags["grid_revision"]
+    assert (run.data.tags["activation"], run.data.tags["seed"]) == ("relu", "0")
+    assert run.data.tags["mlflow.source.name"].startswith("mlpstudy train --activation relu")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert (run.info.run_name, run.info.status) == (CELL.key, "FINISHED")
     assert run.data.params["optimizer.learning_rate"] == "0.001"
     assert run.data.params["hidden_units"] == "[16]"
@@ -391,7 +398,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
     assert record["run_id"] == run_id
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
-    runs = client.search_runs([record["experiment_id"]])
+    runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
     assert [(run.info.run_id, run.info.status) for run in runs] == [(run_id, "FINISHED")]
     for key in METRIC_KEYS:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
@@ -432,7 +439,7 @@ def test_a_crash_after_training_finishes_the_cell_without_training_or_logging_tw
     assert metrics["epochs_run"] == 3
     record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
-    runs = client.search_runs([record["experiment_id"]])
+    runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
     assert [(run.info.run_id, run.info.status) for run in runs] == [(record["run_id"], "FINISHED")]
     for key in METRIC_KEYS:
         assert [m.step for m in client.get_metric_history(record["run_id"], key)] == [1, 2, 3]

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from stages.lib import resume, tracking, tracking_log
+from stages.lib import resume, study_tracking, tracking, tracking_log
 from stages.lib.config import Cell, Params
 from stages.lib.device import Placement
 from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
@@ -33,8 +33,12 @@ def tags(
     digest: str,
     data_digests: dict[str, str],
     placement: Placement,
+    experiment: tracking.Experiment,
 ) -> dict[str, str]:
+    """The run's tags; describes the experiment and finds the grid's parent run on the way."""
     commit = tracking.git_commit(paths.root)
+    study_tracking.describe_experiment(experiment, params)
+    parent = study_tracking.grid_parent(experiment, params)
     tags = {
         "kind": tracking.CELL_KIND,
         "study": params.study.name,
@@ -46,6 +50,7 @@ def tags(
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "device": placement.label,
+        **study_tracking.cell_tags(parent, params, cell),
     }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit

@@ -77,7 +77,7 @@ def log_report(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None],
             params=[
-                *(Param(k, v) for k, v in grid.items()),
+                *(Param(f"grid.{k}", v) for k, v in grid.items()),  # not a cell's factor
                 Param("confidence", str(params.report.confidence)),
                 Param("best", _name(summary["best"])),
             ],

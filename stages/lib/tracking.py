@@ -9,7 +9,6 @@ otherwise race on creating its tables and the study's experiment.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import subprocess
@@ -97,14 +96,23 @@ def open_experiment(study_name: str, paths: Paths, *, create: bool = True) -> Ex
     if uri.startswith(("http://", "https://")):
         check_server(uri, "MLFLOW_TRACKING_URI", SERVER_REMEDY)
     artifacts = None
-    lock = contextlib.nullcontext()
     if database is not None:
         check_sqlite_file(database)
         database.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (database.parent / paths.mlflow_artifacts.name).as_uri()
-        lock = _exclusive(database.with_name(database.name + "-lock"))
-    with lock, store_errors(uri):
+    with store_lock(uri), store_errors(uri):
         return Experiment(uri, _get_or_create(uri, study_name, artifacts, create), study_name)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold the exclusive lock of a sqlite store (the one its creation takes); servers: no-op."""
+    database = sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    with _exclusive(database.with_name(database.name + "-lock")):
+        yield
 
 
 @contextmanager
