@@ -12,7 +12,9 @@ only trains them one after the other.
 - It lives while its client does: if `dvc repro` is interrupted or killed, the training process
   ends with it, and the next `dvc repro` resumes the cell from its last completed epoch.
 - Idle for `$MLPSTUDY_TRAIN_SERVICE_IDLE` seconds (default 120), it exits.
-- `MLPSTUDY_TRAIN_SERVICE=off` trains in the command's own process instead (the same code).
+- `MLPSTUDY_TRAIN_SERVICE=off` trains in the command's own process instead (the same code), as
+  does every platform but Linux.
+- Two `mlpstudy train` commands for one project at once train one after the other.
 
 This module imports no TensorFlow: the client starts in a fraction of a second.
 """
@@ -51,7 +53,8 @@ def train(params: Params, cell: Cell, paths: Paths) -> int:
     """Train `cell` (in the warm process, or here when the service is off); the exit code."""
     preflight.check(cell, paths)
     session = str(os.getppid())  # the `dvc repro` (or shell) that runs this command
-    if os.environ.get(SERVICE_ENV, "on") == "off":
+    # Linux's abstract sockets carry the requests; elsewhere each command trains in-process.
+    if os.environ.get(SERVICE_ENV, "on") == "off" or not sys.platform.startswith("linux"):
         from stages.lib.train_service import train_here
 
         train_here(params, cell, paths, session)
