@@ -122,7 +122,8 @@ def test_one_row_per_cell_run_without_the_report_run(project) -> None:
     assert row["test/accuracy"] == pytest.approx(0.952)
     assert row["best_val_accuracy"] == pytest.approx(0.951)
     assert row["train_seconds"] == pytest.approx(11.0)
-    assert row["optimizer.learning_rate"] == "0.05"  # every param is a column (for CSV, --where)
+    sgd_rate = str(small_params().train.optimizers.sgd.learning_rate)
+    assert row["optimizer.learning_rate"] == sgd_rate  # every param is a column (CSV, --where)
     assert table.iloc[0]["run_id"] == ids["rerun"]  # newest first
     empty = compare.load_runs(f"sqlite:///{paths.mlflow_db}", "another-study")
     assert empty.empty and "test/accuracy" in empty.columns

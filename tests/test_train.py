@@ -94,7 +94,7 @@ def test_mlflow_params_flatten_hyperparameters_under_their_factor(real_params_di
     assert flat["activation.negative_slope"] == "0.2"
     assert flat["initializer.stddev"] == "0.05"
     assert flat["optimizer.momentum"] == "0.9" and flat["optimizer.nesterov"] == "false"
-    assert flat["hidden_units"] == "[128, 64]"
+    assert flat["hidden_units"] == str(real_params_dict["train"]["hidden_units"])
     assert flat["diagnostics.probe_size"] == "256"
     assert "optimizer.beta_1" not in flat  # adam's entry is not this cell's
 
