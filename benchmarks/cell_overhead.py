@@ -157,6 +157,7 @@ def main() -> None:
         timed([sys.executable, "-c", "import stages.cli, stages.lib.train_client"], project, env)
         for _ in range(3)
     )
+    wait_until_no_service(project)  # leave no warm process behind
     report(fixed, imports, breakdown, client, cells)
 
 
