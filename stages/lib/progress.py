@@ -13,13 +13,11 @@ kept in `.mlpstudy/progress.json` under the id of the process that runs the stag
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Any, TextIO
+from typing import Any
 
 import keras
 
@@ -97,15 +95,14 @@ def duration(seconds: float) -> str:
 class EpochProgress(keras.callbacks.Callback):
     """Prints the progress line at the end of every epoch (and one when the cell starts)."""
 
-    def __init__(self, progress: GridProgress, write: Callable[[str], None] | None = None) -> None:
+    def __init__(self, progress: GridProgress) -> None:
         super().__init__()
         self.progress = progress
-        self.write = write or _stdout_line
         self._epoch_started = 0.0
         self._epoch_times: list[float] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.write(f"{self.progress.label}: training (up to {self.progress.epochs} epochs)")
+        print(f"{self.progress.label}: training (up to {self.progress.epochs} epochs)", flush=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_started = time.monotonic()
@@ -121,13 +118,8 @@ class EpochProgress(keras.callbacks.Callback):
         )
         after = self.progress.total - self.progress.position
         left = self.progress.seconds_left(epoch + 1, mean(self._epoch_times))
-        self.write(
+        print(
             f"{self.progress.label} epoch {epoch + 1}/{self.progress.epochs}: {shown} "
-            f"({seconds:.2f} s) | grid: ~{duration(left)} left, {after} cells after this one"
+            f"({seconds:.2f} s) | grid: ~{duration(left)} left, {after} cells after this one",
+            flush=True,  # sys.stdout at call time: the client's stream in a warm process
         )
-
-
-def _stdout_line(line: str, stream: TextIO | None = None) -> None:
-    target = stream or sys.stdout
-    target.write(line + "\n")
-    target.flush()
