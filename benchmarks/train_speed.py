@@ -3,8 +3,9 @@
 (a) plain:   the cell's architecture (`stages.lib.model.build_model`), compiled with Keras' defaults
              (steps_per_execution=1, no op determinism), `model.fit` on the numpy arrays.
 (b) project: `stages.train.run` in a scratch project: the whole code path, with the batches,
-             steps_per_execution and XLA setting of params.yaml, op determinism, diagnostics, a
-             checkpoint every epoch, per-epoch MLflow logging, the logged model and the outputs.
+             steps_per_execution, cpu_threads and XLA setting of params.yaml, op determinism,
+             diagnostics, a checkpoint every epoch, per-epoch MLflow logging, the logged model and
+             the outputs.
 (c) floor:   the FLOPs of an epoch of the network (forward and backward on the train split,
              forward on the validation split: 2 x weights per example forward, twice that
              backward) at the speed of a large float32 matmul measured in the same run.

@@ -332,6 +332,34 @@ def test_bad_input_stops_before_the_store_or_any_output(tmp_path, real_params_di
     assert not paths.model_dir(CELL.key).exists()
 
 
+CPU_THREADS_SCRIPT = """
+import tensorflow as tf
+from stages.lib.config import ConfigError
+from stages.lib.device import set_cpu_threads
+set_cpu_threads(1)
+tf.constant(1.0) + 1.0  # TensorFlow's runtime starts here
+print(tf.config.threading.get_intra_op_parallelism_threads())
+set_cpu_threads(1)  # what the process already runs with: nothing to do
+try:
+    set_cpu_threads(2)
+except ConfigError as error:
+    print(error)
+"""
+
+
+def test_cpu_threads_take_effect_before_tensorflow_starts_and_are_refused_after(tmp_path):
+    result = processes.run(
+        [sys.executable, "-c", CPU_THREADS_SCRIPT], cwd=tmp_path, env=clean_environment()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "1",
+        "train.cpu_threads: 2 cannot take effect: TensorFlow already runs with 1 threads per op "
+        "in this process; start a new process (allowed: any integer >= 0 before TensorFlow "
+        "starts)",
+    ]
+
+
 # ------------------------------------------------------------------ training, fresh processes
 @pytest.mark.slow
 def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_params_dict):

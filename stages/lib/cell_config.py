@@ -23,6 +23,7 @@ SHARED_SETTINGS: tuple[str, ...] = (
     "batch_size",
     "early_stopping_patience",
     "steps_per_execution",
+    "cpu_threads",
     "device",
     "distribute",
     "diagnostics",

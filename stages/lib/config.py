@@ -185,6 +185,7 @@ class TrainParams(Strict):
     batch_size: PositiveInt
     early_stopping_patience: PositiveInt | None
     steps_per_execution: PositiveInt
+    cpu_threads: NonNegativeInt
     device: Literal["auto", "cpu", "gpu"]
     distribute: Literal["none", "mirrored"]
     diagnostics: DiagnosticsParams

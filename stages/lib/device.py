@@ -42,6 +42,7 @@ def select_device(train: TrainParams) -> Placement:
     Keras 3 cannot run several steps per execution on more than one replica, so mirroring over
     several devices requires `train.steps_per_execution: 1`.
     """
+    set_cpu_threads(train.cpu_threads)
     gpus = tf.config.list_physical_devices("GPU")
     if train.device == "gpu" and not gpus:
         raise ConfigError(
@@ -63,6 +64,25 @@ def select_device(train: TrainParams) -> Placement:
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         return Placement(strategy, f"mirrored:{strategy.num_replicas_in_sync}")
     return Placement(tf.distribute.get_strategy(), "GPU:0" if gpus else "CPU:0")
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Run each TensorFlow op on `threads` CPU threads (0: TensorFlow's default, every core).
+
+    One thread is the fastest for this project's small matmuls on a few cores (benchmarks/
+    train_speed.py), and it makes the numbers independent of the machine's core count. The
+    setting is fixed when TensorFlow initialises; a warm process (keyed by it) keeps its own.
+    """
+    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.cpu_threads: {threads} cannot take effect: TensorFlow already runs with "
+            f"{tf.config.threading.get_intra_op_parallelism_threads()} threads per op in this "
+            "process; start a new process (allowed: any integer >= 0 before TensorFlow starts)"
+        ) from None
 
 
 def make_deterministic(seed: int) -> None:

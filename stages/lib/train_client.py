@@ -8,7 +8,8 @@ output and exit code. Every cell keeps its own DVC stage, outputs and MLflow run
 only trains them one after the other.
 
 - One process per project root, code version, Python and device settings (its socket's name
-  says so), so an edit of the code or of `train.device` starts a fresh one.
+  says so), so an edit of the code or of `train.device` (or `cpu_threads`) starts a
+  fresh one.
 - It lives while its client does: if `dvc repro` is interrupted or killed, the training process
   ends with it, and the next `dvc repro` resumes the cell from its last completed epoch.
 - Idle for `$MLPSTUDY_TRAIN_SERVICE_IDLE` seconds (default 120), it exits.
@@ -87,6 +88,7 @@ def service_address(params: Params, paths: Paths) -> str:
             sys.executable,
             params.train.device,
             params.train.distribute,
+            params.train.cpu_threads,  # fixed when TensorFlow initialises
             startup,
         ]
     )
