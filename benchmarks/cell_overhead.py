@@ -154,7 +154,11 @@ def main() -> None:
             if mode == "warm":
                 breakdown.append(service_breakdown(log.read_text(), phases, wall, epochs, cells))
     client = statistics.median(
-        timed([sys.executable, "-c", "import stages.cli, stages.lib.train_client"], project, env)
+        timed(
+            [sys.executable, "-c", "import stages.cli, stages.lib.training.train_client"],
+            project,
+            env,
+        )
         for _ in range(3)
     )
     wait_until_no_service(project)  # leave no warm process behind

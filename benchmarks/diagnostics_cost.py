@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synthetic import make_digits  # noqa: E402
 
-from stages.lib.config import load_params  # noqa: E402
-from stages.lib.diagnostics import DiagnosticsCallback, DiagnosticsLog, probe_indices  # noqa: E402
+from stages.lib.core.config import load_params  # noqa: E402
+from stages.lib.training.diagnostics import DiagnosticsCallback, DiagnosticsLog, probe_indices  # noqa: E402
 
 ACTIVATION = "relu"
 
@@ -43,7 +43,7 @@ class TimedDiagnostics(DiagnosticsCallback):
 
 
 def build_model(hidden_units: list[int], steps_per_execution: int, learning_rate: float):
-    """The train stage's architecture (see stages/lib/model.py) with default settings."""
+    """The train stage's architecture (see stages/lib/training/model.py) with default settings."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28), dtype="uint8")
     x = keras.layers.Rescaling(1 / 255)(inputs)

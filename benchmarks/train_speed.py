@@ -1,7 +1,8 @@
 """How fast an epoch of this project's train path is, against plain Keras and the FLOP floor.
 
-(a) plain:   the cell's architecture (`stages.lib.model.build_model`), compiled with Keras' defaults
-             (steps_per_execution=1, no op determinism), `model.fit` on the numpy arrays.
+(a) plain:   the cell's architecture (`stages.lib.training.model.build_model`), compiled with
+             Keras' defaults (steps_per_execution=1, no op determinism), `model.fit` on the numpy
+             arrays.
 (b) project: `stages.train.run` in a scratch project: the whole code path, with the batches,
              steps_per_execution, cpu_threads and XLA setting of params.yaml, op determinism,
              diagnostics, a checkpoint every epoch, per-epoch MLflow logging, the logged model and
@@ -69,9 +70,9 @@ def epoch_clock() -> Any:
 
 
 def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
-    from stages.lib.config import load_params, make_cell
-    from stages.lib.paths import Paths
-    from stages.lib.prepared import load_split
+    from stages.lib.core.config import load_params, make_cell
+    from stages.lib.core.paths import Paths
+    from stages.lib.data.prepared import load_split
 
     paths = Paths.at(scratch)
     params = load_params(paths.params)
@@ -82,7 +83,7 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
     if kind == "plain":
         import keras
 
-        from stages.lib.model import build_model, make_optimizer
+        from stages.lib.training.model import build_model, make_optimizer
 
         model = build_model(cell, params.train)
         model.compile(
@@ -104,7 +105,7 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
         import keras
 
         from stages import train as stage
-        from stages.lib import tracking_log
+        from stages.lib.tracking import tracking_log
 
         log_model = tracking_log.log_keras_model
 
@@ -240,10 +241,10 @@ def floor_seconds(scratch: Path) -> dict[str, float]:
 def floor_trial(scratch: Path) -> dict[str, float]:
     import tensorflow as tf
 
-    from stages.lib.config import load_params
-    from stages.lib.idx import IMAGE_SHAPE, NUM_CLASSES
-    from stages.lib.paths import Paths
-    from stages.lib.prepared import load_split
+    from stages.lib.core.config import load_params
+    from stages.lib.core.paths import Paths
+    from stages.lib.data.idx import IMAGE_SHAPE, NUM_CLASSES
+    from stages.lib.data.prepared import load_split
 
     paths = Paths.at(scratch)
     train = load_params(paths.params).train

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from stages.lib.config import ConfigError, Params, load_params, make_cell
-from stages.lib.errors import StageError, describe
-from stages.lib.paths import Paths
+from stages.lib.core.config import Cell, ConfigError, Params, load_params, make_cell
+from stages.lib.core.errors import StageError, describe
+from stages.lib.core.paths import Paths
 
 app = typer.Typer(
     help="Reproducible MLP studies on MNIST. Run the whole pipeline with `dvc repro`.",
@@ -87,16 +87,33 @@ def train(
     """Train one cell of the study grid (what `dvc repro` runs as `train@<cell>`).
 
     The cell trains in a warm process shared by the cells of a `dvc repro`
-    (MLPSTUDY_TRAIN_SERVICE=off: in this process); see stages/lib/train_client.py.
+    (MLPSTUDY_TRAIN_SERVICE=off: in this process); see stages/lib/training/train_client.py.
     """
     with _user_errors():
         params, paths = _setup(root)
         cell = make_cell(activation, initializer, optimizer, seed)
-        from stages.lib import train_client
+        from stages.lib.training import train_client
 
-        code = train_client.train(params, cell, paths)
+        code = train_client.train(params, cell, paths, _train_here)
     if code:
         raise typer.Exit(code)
+
+
+def _train_here(params: Params, cell: Cell, paths: Paths, session: str) -> None:
+    from stages import train as stage
+    from stages.lib.training import train_service
+
+    train_service.train_here(stage.run, params, cell, paths, session)
+
+
+@app.command("train-service", hidden=True)
+def train_service_command(address: str, root: Path, idle_seconds: float) -> None:
+    """The warm process that trains the cells `mlpstudy train` sends it (started by that command;
+    see stages/lib/training/train_service.py)."""
+    from stages import train as stage
+    from stages.lib.training import train_service
+
+    raise typer.Exit(train_service.serve(address, root, idle_seconds, stage.run))
 
 
 @app.command()
@@ -141,7 +158,7 @@ def predict(
 ) -> None:
     """Classify digit images with a cell's exported model: file, index, digit, probability."""
     with _user_errors():
-        from stages.lib import predict as predicting
+        from stages.lib.evaluation import predict as predicting
 
         table = predicting.run(files, Paths.at(root), cell=cell, model=model, invert=invert)
         typer.echo(table)
@@ -173,7 +190,7 @@ def compare(
 ) -> None:
     """Compare the study's cell runs from the MLflow store: filter, sort, print, export CSV."""
     with _user_errors():
-        from stages.lib import compare as comparing
+        from stages.lib.reporting import compare as comparing
 
         comparing.run(study, tracking_uri, where, sort, ascending, latest, csv, root)
 
@@ -187,7 +204,7 @@ def ui(
     """MLflow's UI on the study's store; prints the link that opens on the study's runs."""
     with _user_errors():
         params, paths = _setup(root)
-        from stages.lib import study_ui
+        from stages.lib.tracking import study_ui
 
         study_ui.serve(params.study.name, paths, host, port)
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from stages.lib.atomic import atomic_path
-from stages.lib.config import ConfigError, DownloadParams
-from stages.lib.digests import CANONICAL_SHA256, read_sha256sums, sha256_of
-from stages.lib.errors import StageError
-from stages.lib.fetch import fetch_once
-from stages.lib.mirrors import MIRROR_FORMS, FetchError, Mirror, parse_mirror
-from stages.lib.paths import MNIST_FILES, Paths
+from stages.lib.core.atomic import atomic_path
+from stages.lib.core.config import ConfigError, DownloadParams
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import MNIST_FILES, Paths
+from stages.lib.data.digests import CANONICAL_SHA256, read_sha256sums, sha256_of
+from stages.lib.data.fetch import fetch_once
+from stages.lib.data.mirrors import MIRROR_FORMS, FetchError, Mirror, parse_mirror
 
 MIRROR_ENV = "MLPSTUDY_MNIST_MIRROR"
 SHA256SUMS_ENV = "MLPSTUDY_MNIST_SHA256SUMS"

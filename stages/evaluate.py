@@ -22,13 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from stages.lib import evaluation_tables, metrics
-from stages.lib.atomic import check_writable
-from stages.lib.classifier import EXPORT_FILE, check_keras_file, export_classifier, load_classifier
-from stages.lib.config import Cell, ConfigError, Params, grid
-from stages.lib.errors import StageError
-from stages.lib.paths import Paths, display_path
-from stages.lib.prepared import load_split
+from stages.lib.core.atomic import check_writable
+from stages.lib.core.config import Cell, ConfigError, Params, grid
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import Paths, display_path
+from stages.lib.data.prepared import load_split
+from stages.lib.evaluation import evaluation_tables, metrics
+from stages.lib.evaluation.classifier import (
+    EXPORT_FILE,
+    check_keras_file,
+    export_classifier,
+    load_classifier,
+)
 
 
 def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[str, dict[str, Any]]:
@@ -55,7 +60,7 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
                 "track the cell again"
             )
     models = {cell.key: _load_model(paths, cell) for cell in cells}  # each one loads and fits
-    from stages.lib import evaluation_tracking
+    from stages.lib.evaluation import evaluation_tracking
 
     for folder in outputs:
         shutil.rmtree(folder, ignore_errors=True)
@@ -116,7 +121,7 @@ def _evaluate_cell(
     logits = model.predict(images, batch_size=params.evaluate.batch_size, verbose=0)
     summary = metrics.summarize(logits, labels)
     result = evaluation_tables.write_tables(files, summary, labels)
-    from stages.lib import evaluation_figures
+    from stages.lib.evaluation import evaluation_figures
 
     evaluation_figures.draw_cell(
         images, labels, logits, summary, params.evaluate.misclassified_shown, cell.key, files

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.lib.atomic import write_json
-from stages.lib.config import ConfigError, PreprocessParams
-from stages.lib.idx import NUM_CLASSES, RAW_SPLITS, read_labels, read_raw_split, require_raw
-from stages.lib.paths import Paths
-from stages.lib.prepared import write_splits
+from stages.lib.core.atomic import write_json
+from stages.lib.core.config import ConfigError, PreprocessParams
+from stages.lib.core.paths import Paths
+from stages.lib.data.idx import NUM_CLASSES, RAW_SPLITS, read_labels, read_raw_split, require_raw
+from stages.lib.data.prepared import write_splits
 
 STATS_FILE = "stats.json"
 SAMPLES_FILE = "samples.png"
@@ -42,7 +42,7 @@ def run(cfg: PreprocessParams, paths: Paths) -> dict[str, Any]:
     reports = paths.preprocess_reports
     write_json(reports / STATS_FILE, stats)
 
-    from stages.lib import dataset_figures
+    from stages.lib.data import dataset_figures
 
     images, labels = splits["train"]
     dataset_figures.save_samples(images, labels, cfg.sample_grid, reports / SAMPLES_FILE)

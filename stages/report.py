@@ -19,27 +19,27 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib import (
+from stages.lib.core.atomic import atomic_path, write_json, write_text
+from stages.lib.core.config import Params, grid
+from stages.lib.core.paths import Paths
+from stages.lib.reporting import (
     diagnostic_figures,
     study_convergence,
     study_document,
     study_figures,
-    tracking,
 )
-from stages.lib.atomic import atomic_path, write_json, write_text
-from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
-from stages.lib.config import Params, grid
-from stages.lib.paths import Paths
-from stages.lib.report_run import log_report
-from stages.lib.report_tracking import file_report
-from stages.lib.study_html import to_html, to_markdown
-from stages.lib.study_table import (
+from stages.lib.reporting.cell_results import FACTORS, read_diagnostics, read_history
+from stages.lib.reporting.report_run import log_report
+from stages.lib.reporting.report_tracking import file_report
+from stages.lib.reporting.study_html import to_html, to_markdown
+from stages.lib.reporting.study_table import (
     cells_table,
     combinations_table,
     main_effects,
     start_and_end,
     summary_metrics,
 )
+from stages.lib.tracking import tracking
 
 FIGURES_FOLDER = "figures"
 

@@ -2,7 +2,7 @@
 
 Order matters for a 54-cell grid: everything that can reject the input (device, tracking server,
 prepared data) runs before the first epoch, and a process killed mid-cell continues from its last
-completed epoch in the same MLflow run (see stages/lib/resume.py).
+completed epoch in the same MLflow run (see stages/lib/training/resume.py).
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from typing import Any
 
 import keras
 
-from stages.lib import cell_run, preflight, resume, tracking, tracking_log
-from stages.lib.atomic import write_json
-from stages.lib.batches import steps_per_epoch
-from stages.lib.cell_config import array_digest, config_digest, effective_config, flat_params
-from stages.lib.config import Cell, Params
-from stages.lib.device import make_deterministic, select_device
-from stages.lib.fitting import TrainingContext, TrainingSetup, fit_cell
-from stages.lib.model import build_model, compile_model
-from stages.lib.paths import Paths
-from stages.lib.prepared import load_split, split_file
-from stages.lib.stopwatch import Stopwatch
-from stages.lib.train_diagnostics import diagnostics_callbacks
-from stages.lib.train_diagnostics import publish as publish_diagnostics
-from stages.lib.train_outputs import (
+from stages.lib.core.atomic import write_json
+from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
+from stages.lib.core.config import Cell, Params
+from stages.lib.core.paths import Paths
+from stages.lib.core.stopwatch import Stopwatch
+from stages.lib.data.prepared import load_split, split_file
+from stages.lib.tracking import tracking, tracking_log
+from stages.lib.training import cell_run, preflight, resume
+from stages.lib.training.batches import steps_per_epoch
+from stages.lib.training.device import make_deterministic, select_device
+from stages.lib.training.fitting import TrainingContext, TrainingSetup, fit_cell
+from stages.lib.training.model import build_model, compile_model
+from stages.lib.training.train_diagnostics import diagnostics_callbacks
+from stages.lib.training.train_diagnostics import publish as publish_diagnostics
+from stages.lib.training.train_outputs import (
     save_model,
     summarize,
     write_reports,

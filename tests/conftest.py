@@ -19,11 +19,11 @@ import processes
 import pytest
 import yaml
 
-from stages.lib.paths import MNIST_FILES
+from stages.lib.core.paths import MNIST_FILES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Warm training processes that tests start (stages/lib/train_client.py) exit soon after their
-# test instead of the default two minutes; every child process inherits this.
+# Warm training processes that tests start (stages/lib/training/train_client.py) exit soon after
+# their test instead of the default two minutes; every child process inherits this.
 os.environ.setdefault("MLPSTUDY_TRAIN_SERVICE_IDLE", "10")
 REAL_MNIST = Path(os.environ.get("MLPSTUDY_REAL_MNIST", PROJECT_ROOT.parent / "shared" / "mnist"))
 

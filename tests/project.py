@@ -100,13 +100,13 @@ def run(
 
 
 def training_processes(project: Path) -> list[int]:
-    """PIDs of warm training processes serving `project` (stages/lib/train_service.py)."""
+    """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # not a process, or gone meanwhile
             continue
-        if b"stages.lib.train_service" in argv and str(project).encode() in argv:
+        if b"train-service" in argv and str(project).encode() in argv:
             found.append(int(entry.name))
     return found

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.paths import MNIST_FILES
+from stages.lib.core.paths import MNIST_FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -18,12 +18,13 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib import compare, compare_view, tracking, tracking_log
-from stages.lib.cell_config import effective_config, flat_params
-from stages.lib.config import Cell, Params, grid, load_params
-from stages.lib.evaluation_tracking import log_changed_metrics
-from stages.lib.paths import Paths
-from stages.lib.report_run import REPORT_KIND, RUN_NAME
+from stages.lib.core.cell_config import effective_config, flat_params
+from stages.lib.core.config import Cell, Params, grid, load_params
+from stages.lib.core.paths import Paths
+from stages.lib.evaluation.evaluation_tracking import log_changed_metrics
+from stages.lib.reporting import compare, compare_view
+from stages.lib.reporting.report_run import REPORT_KIND, RUN_NAME
+from stages.lib.tracking import tracking, tracking_log
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "compare-test-study"

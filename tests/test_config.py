@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.config import ConfigError, grid, load_params, make_cell
+from stages.lib.core.config import ConfigError, grid, load_params, make_cell
 
 
 def write(tmp_path: Path, params: dict[str, Any]) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from synthetic import make_digits
 
-from stages.lib.diagnostics import (
+from stages.lib.training.diagnostics import (
     CSV_COLUMNS,
     MEASURES,
     DiagnosticsCallback,

@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from stages import download
 from stages.cli import app
-from stages.lib.config import ConfigError, DownloadParams, load_params
-from stages.lib.digests import CANONICAL_SHA256, read_sha256sums
-from stages.lib.errors import StageError
-from stages.lib.paths import MNIST_FILES, Paths
+from stages.lib.core.config import ConfigError, DownloadParams, load_params
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import MNIST_FILES, Paths
+from stages.lib.data.digests import CANONICAL_SHA256, read_sha256sums
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"

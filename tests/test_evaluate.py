@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 
 from stages import evaluate, train
 from stages.cli import app
-from stages.lib import evaluation_tracking
-from stages.lib.classifier import EXPORT_FILE, export_classifier
-from stages.lib.config import ConfigError, Params, make_cell
-from stages.lib.errors import StageError
-from stages.lib.paths import Paths
-from stages.lib.prepared import load_split, write_splits
+from stages.lib.core.config import ConfigError, Params, make_cell
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import Paths
+from stages.lib.data.prepared import load_split, write_splits
+from stages.lib.evaluation import evaluation_tracking
+from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
 
 CELL = make_cell("relu", "glorot_uniform", "adam", 0)
 SHOWN = 9

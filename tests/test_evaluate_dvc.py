@@ -12,8 +12,8 @@ import pytest
 from project import dvc, dvc_json, git, make_project
 from test_pipeline import edit_params, ran_stages
 
-from stages.lib.classifier import EXPORT_FILE
-from stages.lib.paths import Paths
+from stages.lib.core.paths import Paths
+from stages.lib.evaluation.classifier import EXPORT_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 
 from stages import evaluate, train
 from stages.cli import app
-from stages.lib.paths import Paths
-from stages.lib.study_tracking import GRID_KIND
+from stages.lib.core.paths import Paths
+from stages.lib.tracking.study_tracking import GRID_KIND
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ from test_train import CELL, METRIC_KEYS, clean_environment, make_project, train
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.atomic import check_writable
-from stages.lib.config import ConfigError, make_cell
-from stages.lib.paths import Paths
+from stages.lib.core.atomic import check_writable
+from stages.lib.core.config import ConfigError, make_cell
+from stages.lib.core.paths import Paths
 
 # Splits the CPU into argv[1] logical devices (before TensorFlow initialises, hence a fresh
 # process), then runs each `mlpstudy` command line of the JSON list argv[2] and prints exit codes.

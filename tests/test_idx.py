@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from synthetic import idx_bytes, make_digits
 
-from stages.lib.config import ConfigError
-from stages.lib.idx import read_images, read_labels, read_pair, read_raw_split, require_raw
-from stages.lib.paths import MNIST_FILES, Paths
+from stages.lib.core.config import ConfigError
+from stages.lib.core.paths import MNIST_FILES, Paths
+from stages.lib.data.idx import read_images, read_labels, read_pair, read_raw_split, require_raw
 
 IMAGES_NAME = "data/raw/train-images-idx3-ubyte"
 LABELS_NAME = "data/raw/train-labels-idx1-ubyte"

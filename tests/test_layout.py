@@ -9,8 +9,8 @@ from conftest import PROJECT_ROOT
 from typer.main import get_command
 
 from stages.cli import app
-from stages.lib.config import Params
-from stages.lib.paths import Paths
+from stages.lib.core.config import Params
+from stages.lib.core.paths import Paths
 
 DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
 PATHS = Paths(Path("/project"))
@@ -77,8 +77,8 @@ def test_train_cells_declare_every_value_that_defines_them():
 
 # Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
 # change what a stage computes, so they are not deps (editing one must not re-run the grid).
-PLUMBING = {"stages/lib/config.py", "stages/lib/paths.py", "stages/lib/errors.py"}
-PLUMBING |= {"stages/lib/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
+PLUMBING = {"stages/lib/core/config.py", "stages/lib/core/paths.py", "stages/lib/core/errors.py"}
+PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
 
 
 def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -109,3 +109,82 @@ def test_each_stage_depends_on_exactly_the_code_it_runs():
         assert listed == expected, (
             f"{name}: dvc.yaml lists {sorted(listed)}, code {sorted(expected)}"
         )
+
+
+# ------------------------------------------------------------------ folders and import directions
+LIB = PROJECT_ROOT / "stages" / "lib"
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The project modules `path` imports directly (anywhere in it, lazy imports included)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            for alias in node.names:  # `from stages.lib.data import idx` imports a module
+                candidate = f"{node.module}.{alias.name}"
+                is_module = (PROJECT_ROOT / (candidate.replace(".", "/") + ".py")).is_file()
+                found.add(candidate if is_module else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("stages")}
+    return found
+
+
+def allowed_imports() -> dict[str, set[str]]:
+    """Each subpackage's "May import:" line, from its docstring (the rule is written once)."""
+    import ast
+
+    rules = {}
+    for init in sorted(LIB.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        lines = [line for line in doc.splitlines() if line.startswith("May import:")]
+        assert len(lines) == 1, f"{init}: its docstring needs one 'May import: ...' line"
+        names = lines[0].removeprefix("May import:").strip().rstrip(".")
+        rules[init.parent.name] = set() if names == "nothing" else set(names.split(", "))
+    return rules
+
+
+def test_shared_code_lives_in_documented_subpackages():
+    assert not [p.name for p in LIB.glob("*.py") if p.name != "__init__.py"]
+    rules = allowed_imports()
+    assert set(rules) == {p.name for p in LIB.iterdir() if (p / "__init__.py").is_file()}
+    assert {"core", "data", "tracking", "training", "evaluation", "reporting"} <= set(rules)
+    for package, allowed in rules.items():
+        assert allowed <= set(rules), f"{package} may import unknown {allowed - set(rules)}"
+
+
+def test_imports_only_go_down():
+    rules = allowed_imports()
+    # The rules themselves form layers: no two subpackages may import each other, even indirectly.
+    import graphlib
+
+    list(graphlib.TopologicalSorter(rules).static_order())  # raises CycleError on a cycle
+    wrong = []
+    for path in sorted(LIB.rglob("*.py")):
+        package = path.relative_to(LIB).parts[0]
+        if package == "__init__.py":
+            continue
+        for target in imported_modules(path):
+            parts = target.split(".")
+            if parts[:2] != ["stages", "lib"] or len(parts) < 3:
+                wrong.append(f"{module_name(path)} imports {target} (a stage or the CLI)")
+            elif parts[2] != package and parts[2] not in rules[package]:
+                wrong.append(
+                    f"{module_name(path)} imports {target}: {package} may import "
+                    f"{', '.join(sorted(rules[package])) or 'nothing'}"
+                )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_imports_itself_back():
+    import graphlib
+
+    graph = {}
+    for path in sorted((PROJECT_ROOT / "stages").rglob("*.py")):
+        graph[module_name(path)] = {m for m in imported_modules(path) if m != module_name(path)}
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError naming the cycle

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib import metrics
+from stages.lib.evaluation import metrics
 
 
 @pytest.fixture

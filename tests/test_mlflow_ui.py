@@ -41,7 +41,8 @@ CHROMIUM_ARGS = [
 SHOTS = Path(os.environ.get("MLPSTUDY_TEST_ARTIFACTS", PROJECT_ROOT / ".test-artifacts"))
 README_SHOTS = {"runs-grouped.png", "charts-grouped.png"}  # docs/images/ (README)
 WAIT_MS = 30_000
-ML = "workflowType=machine_learning"  # the UI's model-training views (see stages/lib/study_ui.py)
+# The UI's model-training views (see stages/lib/tracking/study_ui.py).
+ML = "workflowType=machine_learning"
 CELLS = [f"{a}-glorot_uniform-adam-{s}" for a in ("relu", "tanh") for s in (0, 1)]
 
 

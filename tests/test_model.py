@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from stages.lib.config import INITIALIZERS, OPTIMIZERS, Params, make_cell
-from stages.lib.model import (
+from stages.lib.core.config import INITIALIZERS, OPTIMIZERS, Params, make_cell
+from stages.lib.training.model import (
     build_model,
     compile_model,
     make_activation,

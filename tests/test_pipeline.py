@@ -10,7 +10,7 @@ import pytest
 import yaml
 from project import dvc, dvc_json, make_project, shrink
 
-from stages.lib.paths import MNIST_FILES, Paths
+from stages.lib.core.paths import MNIST_FILES, Paths
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_the_grid_retrains_exactly_what_changed(tmp_path):
         "train@relu-glorot_uniform-sgd-0",
     }
     # Both cells, each its own stage with its own outputs and run, trained in one warm process
-    # (stages/lib/train_client.py) that reported each cell's progress through DVC.
+    # (stages/lib/training/train_client.py) that reported each cell's progress through DVC.
     service_log = Paths.at(project).train_service_log.read_text()
     assert len(re.findall(r"training process \d+ ready", service_log)) == 1, service_log
     assert re.search(r"train@relu-glorot_uniform-sgd-0 \[cell 2/2\] epoch 1/1: ", first)

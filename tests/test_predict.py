@@ -17,9 +17,9 @@ from synthetic import idx_bytes, make_digits
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.classifier import EXPORT_FILE, export_classifier
-from stages.lib.config import Params, make_cell
-from stages.lib.paths import Paths
+from stages.lib.core.config import Params, make_cell
+from stages.lib.core.paths import Paths
+from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
 
 CELL = make_cell("relu", "he_normal", "adam", 0)
 
@@ -28,7 +28,7 @@ CELL = make_cell("relu", "he_normal", "adam", 0)
 def project(tmp_path_factory: pytest.TempPathFactory):
     """(paths, test images, test labels): a project with one exported classifier that knows
     the synthetic digits, trained here with the product's model for a few epochs."""
-    from stages.lib.model import build_model, compile_model
+    from stages.lib.training.model import build_model, compile_model
 
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     shrink(raw)
@@ -182,8 +182,8 @@ def test_bad_input_is_refused_before_tensorflow_is_imported(tmp_path):
         "import sys\n"
         "from pathlib import Path\n"
         "from stages.lib import predict\n"
-        "from stages.lib.config import ConfigError\n"
-        "from stages.lib.paths import Paths\n"
+        "from stages.lib.core.config import ConfigError\n"
+        "from stages.lib.core.paths import Paths\n"
         "for model in (Path(sys.argv[2]), None):\n"
         "    try:\n"
         "        predict.run([Path(sys.argv[1])], Paths.at(sys.argv[3]), cell=None, model=model)\n"

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from stages import preprocess
 from stages.cli import app
-from stages.lib.config import ConfigError, PreprocessParams, load_params
-from stages.lib.paths import MNIST_FILES, Paths
-from stages.lib.prepared import SPLITS, load_split, split_file
+from stages.lib.core.config import ConfigError, PreprocessParams, load_params
+from stages.lib.core.paths import MNIST_FILES, Paths
+from stages.lib.data.prepared import SPLITS, load_split, split_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MNIST = ROOT.parent / "shared" / "mnist"

@@ -1,7 +1,7 @@
 """The report stage on per-cell files written from the train/evaluate file formats.
 
 The cell files are written here (train and evaluate take minutes for a grid); their formats are
-the ones stages/lib/cell_results.py reads. MLflow is a real sqlite store under tmp_path.
+the ones stages/lib/reporting/cell_results.py reads. MLflow is a real sqlite store under tmp_path.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from stages import report
-from stages.lib.config import Cell, ConfigError, Params, grid, load_params
-from stages.lib.paths import Paths
+from stages.lib.core.config import Cell, ConfigError, Params, grid, load_params
+from stages.lib.core.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"relu": 0.97, "tanh": 0.95, "sigmoid": 0.80}
@@ -319,7 +319,7 @@ def test_report_and_compare_on_real_train_and_evaluate_runs(project: Paths, tmp_
     from synthetic import write_mirror
 
     from stages import evaluate, preprocess, train
-    from stages.lib import compare, compare_view
+    from stages.lib.reporting import compare, compare_view
 
     params = make_params(
         activation=["relu", "tanh"],

@@ -25,8 +25,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 from project import BIN, dvc, dvc_json, git, make_project, shrink, training_processes
 
-from stages.lib import resume
-from stages.lib.paths import Paths
+from stages.lib.core.paths import Paths
+from stages.lib.training import resume
 
 pytestmark = pytest.mark.slow
 

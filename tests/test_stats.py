@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from stages.lib.stats import estimate, regularized_incomplete_beta, t_quantile, t_upper_tail
+from stages.lib.reporting.stats import (
+    estimate,
+    regularized_incomplete_beta,
+    t_quantile,
+    t_upper_tail,
+)
 
 # Quantiles from standard t tables (and R's qt), to the digits printed there.
 KNOWN_QUANTILES = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stages.lib.study_convergence import summary
+from stages.lib.reporting.study_convergence import summary
 
 
 def cell(key: str, activation: str, epochs_run: int, stopped: bool) -> dict:

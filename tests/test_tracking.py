@@ -12,10 +12,10 @@ import processes
 import pytest
 from mlflow.tracking import MlflowClient
 
-from stages.lib import tracking, tracking_log
-from stages.lib.config import ConfigError
-from stages.lib.errors import StageError
-from stages.lib.paths import Paths
+from stages.lib.core.config import ConfigError
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import Paths
+from stages.lib.tracking import tracking, tracking_log
 
 STUDY = "test-study"
 
@@ -64,8 +64,8 @@ def test_a_deleted_experiment_is_reported_not_written_into(tmp_path):
 def test_two_processes_creating_a_fresh_store_at_once_both_succeed(tmp_path):
     script = textwrap.dedent(
         f"""
-        from stages.lib import tracking
-        from stages.lib.paths import Paths
+        from stages.lib.tracking import tracking
+        from stages.lib.core.paths import Paths
         print(tracking.open_experiment({STUDY!r}, Paths.at({str(tmp_path)!r})).experiment_id)
         """
     )
@@ -161,7 +161,7 @@ def test_git_commit_of_a_repository_or_unknown(tmp_path):
 @pytest.mark.slow
 def test_every_search_reads_all_pages(tmp_path, monkeypatch):
     """More results than one page holds: MLflow returns 1000 per call at most (its default)."""
-    from stages.lib import compare, report_run
+    from stages.lib.reporting import compare, report_run
 
     paths = Paths.at(tmp_path)
     experiment = tracking.open_experiment(STUDY, paths)
@@ -182,8 +182,8 @@ def test_every_search_reads_all_pages(tmp_path, monkeypatch):
 
 
 def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp_path, monkeypatch):
-    from stages.lib import cell_run, resume
-    from stages.lib.config import make_cell
+    from stages.lib.core.config import make_cell
+    from stages.lib.training import cell_run, resume
 
     experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
     client = experiment.client

@@ -26,12 +26,12 @@ from mlflow.tracking import MlflowClient
 from synthetic import make_digits
 
 from stages import train as train_stage
-from stages.lib import resume
-from stages.lib.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping
-from stages.lib.cell_config import config_digest, effective_config, flat_params
-from stages.lib.config import ConfigError, Params, make_cell
-from stages.lib.paths import Paths
-from stages.lib.train_outputs import history_csv, summarize
+from stages.lib.core.cell_config import config_digest, effective_config, flat_params
+from stages.lib.core.config import ConfigError, Params, make_cell
+from stages.lib.core.paths import Paths
+from stages.lib.training import resume
+from stages.lib.training.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping
+from stages.lib.training.train_outputs import history_csv, summarize
 
 BIN = Path(sys.executable).parent
 CELL = make_cell("relu", "he_normal", "adam", 0)
@@ -334,8 +334,8 @@ def test_bad_input_stops_before_the_store_or_any_output(tmp_path, real_params_di
 
 CPU_THREADS_SCRIPT = """
 import tensorflow as tf
-from stages.lib.config import ConfigError
-from stages.lib.device import set_cpu_threads
+from stages.lib.core.config import ConfigError
+from stages.lib.training.device import set_cpu_threads
 set_cpu_threads(1)
 tf.constant(1.0) + 1.0  # TensorFlow's runtime starts here
 print(tf.config.threading.get_intra_op_parallelism_threads())

@@ -1,4 +1,4 @@
-"""The warm training process (stages/lib/train_client.py, train_service.py): real processes.
+"""The warm training process (stages/lib/training/train_client.py, train_service.py).
 
 A cell trained by a process that trained another cell first must be bitwise the cell that a
 fresh process trains; a client that goes away takes the process's training with it; a change of
@@ -18,9 +18,9 @@ import pytest
 from project import training_processes
 from test_train import CELL, clean_environment, make_project, read_history, train_command
 
-from stages.lib import train_client
-from stages.lib.config import Params, make_cell
-from stages.lib.paths import Paths
+from stages.lib.core.config import Params, make_cell
+from stages.lib.core.paths import Paths
+from stages.lib.training import train_client
 
 OTHER = make_cell("tanh", "glorot_uniform", "sgd", 1)
 

@@ -1,0 +1,119 @@
+"""The training loop of one cell: `model.fit` with callbacks that make it resumable and tracked.
+
+Callback order is the design: extra callbacks and the history recorder fill the epoch's row,
+early stopping decides, the checkpoint commits row, decision and weights together, and only then
+does MLflow log the epoch. A process killed at any point therefore neither loses nor repeats an
+epoch's metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from stages.lib.core.config import Cell, Params
+from stages.lib.core.paths import Paths
+from stages.lib.training import batches, resume
+from stages.lib.training.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """A cell ready to train: its config, data and checkpoint (None on a fresh start)."""
+
+    params: Params
+    cell: Cell
+    paths: Paths
+    splits: dict[str, Arrays]  # "train" and "validation": (images, labels)
+    checkpoint_folder: Path
+    checkpoint: resume.Checkpoint | None
+
+    @property
+    def initial_epoch(self) -> int:
+        return self.checkpoint.epochs_completed if self.checkpoint else 0
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What an extra callback may need (see `stages.train.extra_callbacks`)."""
+
+    setup: TrainingSetup
+    logger: MlflowEpochLogger  # `logger.add(step, values)` logs values into the cell's run
+
+    @property
+    def initial_epoch(self) -> int:
+        """Epochs completed before this process started (0 on a fresh start)."""
+        return self.setup.initial_epoch
+
+
+@dataclass(frozen=True)
+class Fitted:
+    rows: list[dict[str, float]]  # one per epoch, 1-based `epoch`, including resumed epochs
+    stopped_early: bool
+
+
+def fit_cell(
+    model: keras.Model,
+    setup: TrainingSetup,
+    client: MlflowClient,
+    run_id: str,
+    extra_callbacks: Callable[[TrainingContext], list[keras.callbacks.Callback]],
+    observers: Sequence[keras.callbacks.Callback] = (),
+) -> Fitted:
+    """`model.fit` on the train split, validated each epoch, continuing from the checkpoint.
+
+    `observers` see each finished, committed and logged epoch (e.g. a progress line).
+    """
+    train = setup.params.train
+    state = setup.checkpoint.state if setup.checkpoint else {}
+    recorder = EpochRecorder(state.get("rows"))
+    logger = MlflowEpochLogger(client, run_id, recorder)
+    early = None
+    if train.early_stopping_patience is not None:
+        best_weights = setup.checkpoint.best_weights if setup.checkpoint else None
+        early = ResumableEarlyStopping(
+            train.early_stopping_patience, state.get("early_stopping"), best_weights
+        )
+
+    def snapshot() -> resume.Snapshot:
+        saved: dict[str, Any] = {"rows": recorder.rows, "stopped": bool(model.stop_training)}
+        if early is None:
+            return resume.Snapshot(saved)
+        return resume.Snapshot({**saved, "early_stopping": early.state()}, early.best_weights)
+
+    callbacks = [
+        *extra_callbacks(TrainingContext(setup, logger)),
+        recorder,
+        *([early] if early else []),
+        resume.CommittingBackup(setup.checkpoint_folder, snapshot),
+        logger,
+        *observers,
+    ]
+    stopped = bool(state.get("stopped"))
+    epochs = setup.initial_epoch if stopped else train.epochs  # a stopped run trains no more
+    feed = batches.feed(
+        setup.splits["train"],
+        setup.splits["validation"],
+        train.batch_size,
+        setup.cell.seed,
+        range(setup.initial_epoch, max(epochs, setup.initial_epoch)),
+        prebatched=train.distribute == "none",
+    )
+    model.fit(
+        feed.batches,
+        steps_per_epoch=feed.steps_per_epoch,
+        shuffle=False,  # the feed shuffles, per epoch, from the cell's seed
+        epochs=epochs,
+        validation_data=feed.validation,
+        callbacks=callbacks,
+        verbose=0,  # progress: one line per epoch from the caller's callback, never per step
+    )
+    return Fitted(recorder.rows, stopped or bool(model.stop_training))

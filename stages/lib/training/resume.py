@@ -1,0 +1,144 @@
+"""Checkpoints that let a killed `train@<cell>` continue from its last completed epoch.
+
+One folder per effective configuration (`.mlpstudy/checkpoints/<config digest>`), outside DVC's
+outputs, holds what a resumed process needs:
+
+- `mlflow_run.json`: the run to continue, written as soon as the run exists (one run per cell);
+- Keras' BackupAndRestore files: `latest.weights.h5` (weights and optimizer state) and
+  `training_metadata.json` (the epoch to resume at), which here also holds our state: the history
+  rows so far and the early-stopping state, with the best weights in `best_weights.npz`.
+
+Keras writes its two files in place, one after the other, so a kill can leave weights of one epoch
+beside the metadata of another. Here an epoch's files are first written to `staging/`, and the
+metadata written last (atomically) is the commit point: a commit that was cut short is finished
+on the next start (roll forward), and staged files without metadata are discarded.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from stages.lib.core.atomic import write_json
+
+RUN_FILE = "mlflow_run.json"
+WEIGHTS_FILE = "latest.weights.h5"  # BackupAndRestore's names, which its loader reads
+METADATA_FILE = "training_metadata.json"
+BEST_WEIGHTS_FILE = "best_weights.npz"
+STAGING = "staging"
+
+
+@dataclass
+class Snapshot:
+    """What a resumed process cannot recompute: history rows, early stopping, best weights."""
+
+    state: dict[str, Any] = field(default_factory=dict)
+    best_weights: list[np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The last committed epoch of a cell (1-based count of completed epochs) and its state."""
+
+    epochs_completed: int
+    state: dict[str, Any]
+    best_weights: list[np.ndarray] | None
+
+
+def read_run_file(folder: Path) -> dict[str, Any]:
+    """`run_id` of the cell's MLflow run and, once logged, its `model_uri` (empty: fresh start)."""
+    file = folder / RUN_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def update_run_file(folder: Path, **values: str) -> None:
+    write_json(folder / RUN_FILE, {**read_run_file(folder), **values})
+
+
+def load(folder: Path) -> Checkpoint | None:
+    """The committed checkpoint in `folder` (finishing an interrupted commit), or None."""
+    finish_commit(folder)
+    metadata_file = folder / METADATA_FILE
+    if not metadata_file.is_file():
+        return None
+    metadata = json.loads(metadata_file.read_text())
+    best_weights = None
+    if (folder / BEST_WEIGHTS_FILE).is_file():
+        with np.load(folder / BEST_WEIGHTS_FILE, allow_pickle=False) as archive:
+            best_weights = [archive[f"w{index}"] for index in range(len(archive.files))]
+    return Checkpoint(int(metadata["epoch"]), metadata.get("state", {}), best_weights)
+
+
+def finish_commit(folder: Path) -> None:
+    """Complete a commit whose metadata reached `staging/`; discard one that did not."""
+    staging = folder / STAGING
+    if not staging.is_dir():
+        return
+    if (staging / METADATA_FILE).is_file():
+        for staged in sorted(staging.iterdir()):
+            if staged.name != METADATA_FILE:
+                os.replace(staged, folder / staged.name)
+        os.replace(staging / METADATA_FILE, folder / METADATA_FILE)
+    shutil.rmtree(staging)
+
+
+def remove(folder: Path) -> None:
+    """Drop a cell's checkpoint once its outputs are written: nothing is left to resume."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class CommittingBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, saving each epoch as one commit together with our state.
+
+    Restoring (weights, optimizer state and the epoch to start at) is Keras' own; saving
+    overrides its `_save_model` hook (present throughout Keras 3, which pyproject.toml pins).
+    The checkpoint is kept after `fit` (the caller removes it once the outputs exist), so a kill
+    between the end of training and the written outputs does not train again.
+    """
+
+    def __init__(self, folder: Path, snapshot: Callable[[], Snapshot]) -> None:
+        super().__init__(backup_dir=str(folder), save_freq="epoch", delete_checkpoint=False)
+        self.folder = Path(folder)
+        self.snapshot = snapshot
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        finish_commit(self.folder)
+        super().on_train_begin(logs)
+
+    def _save_model(self) -> None:
+        staging = self.folder / STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _ensure_room(staging, self.model)
+        self.model.save_weights(staging / WEIGHTS_FILE)
+        snapshot = self.snapshot()
+        if snapshot.best_weights is not None:  # staged files count only once committed
+            with (staging / BEST_WEIGHTS_FILE).open("wb") as out:
+                np.savez(out, **{f"w{i}": array for i, array in enumerate(snapshot.best_weights)})
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_json(staging / METADATA_FILE, {**metadata, "state": snapshot.state})
+        finish_commit(self.folder)
+
+
+# HDF5 metadata, the JSON files and the file system's blocks, beyond the arrays themselves.
+ROOM_MARGIN_BYTES = 1 << 20
+
+
+def _ensure_room(folder: Path, model: keras.Model) -> None:
+    """Raise ENOSPC before a checkpoint that would not fit: HDF5 crashes the process (SIGSEGV in
+    h5py's close) instead of raising when the disk fills up under it."""
+    variables = [*model.weights, *model.optimizer.variables]
+    arrays = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    needed = 2 * arrays + ROOM_MARGIN_BYTES  # the weights and optimizer state, the best weights
+    if shutil.disk_usage(folder).free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))

@@ -1,0 +1,180 @@
+"""`mlpstudy train` hands its cell to a warm training process, so a grid pays start-up once.
+
+Importing TensorFlow, Keras and MLflow costs a cell several seconds, as much as training it. DVC
+runs each `train@<cell>` stage as its own command, so the command stays a thin client: it
+validates `params.yaml`, then sends the cell to a training process that has everything imported
+already (stages/lib/training/train_service.py), starting one when none is listening, and relays its
+output and exit code. Every cell keeps its own DVC stage, outputs and MLflow run; the process
+only trains them one after the other.
+
+- One process per project root, code version, Python and device settings (its socket's name
+  says so), so an edit of the code or of `train.device` (or `cpu_threads`) starts a
+  fresh one.
+- It lives while its client does: if `dvc repro` is interrupted or killed, the training process
+  ends with it, and the next `dvc repro` resumes the cell from its last completed epoch.
+- Idle for `$MLPSTUDY_TRAIN_SERVICE_IDLE` seconds (default 120), it exits.
+- `MLPSTUDY_TRAIN_SERVICE=off` trains in the command's own process instead (the same code), as
+  does every platform but Linux.
+- Two `mlpstudy train` commands for one project at once train one after the other.
+
+This module imports no TensorFlow: the client starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stages.lib.core.config import Cell, Params
+from stages.lib.core.errors import StageError
+from stages.lib.core.paths import Paths, display_path
+from stages.lib.training import preflight
+
+SERVICE_ENV = "MLPSTUDY_TRAIN_SERVICE"
+IDLE_ENV = "MLPSTUDY_TRAIN_SERVICE_IDLE"
+DEFAULT_IDLE_SECONDS = 120.0
+STARTUP_SECONDS = 300.0  # importing TensorFlow on a loaded machine
+# Environment a request carries into the training process (where the store is, which DVC
+# experiment and stage runs, the data mirror); the rest is the process's own.
+FORWARDED_PREFIXES = ("DVC_", "MLFLOW_", "MLPSTUDY_")
+# Environment read once, when TensorFlow starts: a process started under other values differs.
+STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
+
+
+def train(
+    params: Params, cell: Cell, paths: Paths, here: Callable[[Params, Cell, Paths, str], object]
+) -> int:
+    """Train `cell` in the warm process, or with `here(params, cell, paths, session)` in this
+    process when the service is off; the exit code."""
+    preflight.check(cell, paths)
+    session = str(os.getppid())  # the `dvc repro` (or shell) that runs this command
+    # Linux's abstract sockets carry the requests; elsewhere each command trains in-process.
+    if os.environ.get(SERVICE_ENV, "on") == "off" or not sys.platform.startswith("linux"):
+        here(params, cell, paths, session)
+        return 0
+    address = service_address(params, paths)
+    with _connected(address, paths) as connection:
+        request = {
+            "cell": cell.model_dump(),
+            "root": str(paths.root),
+            "cwd": os.getcwd(),
+            "session": session,
+            "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)},
+        }
+        connection.sendall(json.dumps(request).encode() + b"\n")
+        return _relay(connection, cell, paths)
+
+
+def service_address(params: Params, paths: Paths) -> str:
+    """The socket name of the process that may train this project's cells."""
+    package = Path(__file__).resolve().parents[2]  # the `stages` package
+    code = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        code.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes())
+    startup = sorted((k, v) for k, v in os.environ.items() if k.startswith(STARTUP_PREFIXES))
+    identity = json.dumps(
+        [
+            str(paths.root),
+            str(package),
+            code.hexdigest(),
+            sys.executable,
+            params.train.device,
+            params.train.distribute,
+            params.train.cpu_threads,  # fixed when TensorFlow initialises
+            startup,
+        ]
+    )
+    return "mlpstudy-train-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def abstract(name: str) -> str:
+    """A name in Linux's abstract socket namespace: no file, gone with its process."""
+    return "\0" + name
+
+
+@contextlib.contextmanager
+def _connected(address: str, paths: Paths) -> Any:
+    connection = _connect(address)
+    if connection is None:
+        connection = _start(address, paths)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _connect(address: str) -> socket.socket | None:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(abstract(address))
+    except OSError:  # nobody listens (yet)
+        connection.close()
+        return None
+    return connection
+
+
+def _start(address: str, paths: Paths) -> socket.socket:
+    """Start a training process and connect to it (or to one started meanwhile by another)."""
+    log = paths.train_service_log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    idle = os.environ.get(IDLE_ENV, str(DEFAULT_IDLE_SECONDS))
+    command = [
+        sys.executable,
+        "-m",
+        "stages.cli",
+        "train-service",
+        address,
+        str(paths.root),
+        idle,
+    ]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=paths.root,
+            start_new_session=True,  # not in DVC's process group: it outlives this cell
+        )
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        connection = _connect(address)
+        if connection is not None:
+            return connection
+        code = process.poll()
+        if code not in (None, 0):  # 0: another client's process won the address
+            raise StageError(
+                f"the training process exited with code {code} before it could train; "
+                f"see {display_path(log, paths.root)}"
+            )
+        time.sleep(0.05)
+    process.kill()
+    raise StageError(
+        f"the training process did not start within {STARTUP_SECONDS:.0f} s; "
+        f"see {display_path(log, paths.root)}, or set {SERVICE_ENV}=off to train in-process"
+    )
+
+
+def _relay(connection: socket.socket, cell: Cell, paths: Paths) -> int:
+    """Copy the process's output here until it reports the exit code."""
+    for line in connection.makefile("rb"):
+        message = json.loads(line)
+        if "exit" in message:
+            return int(message["exit"])
+        stream = sys.stderr if "err" in message else sys.stdout
+        stream.write(message.get("err", message.get("out", "")))
+        stream.flush()
+    raise StageError(
+        f"the training process ended while training {cell.key} (see "
+        f"{display_path(paths.train_service_log, paths.root)}); run `dvc repro` again: the "
+        "cell resumes from its last completed epoch"
+    )

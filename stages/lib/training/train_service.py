@@ -1,0 +1,176 @@
+"""The warm training process: trains the cells that `mlpstudy train` clients hand it, in turn.
+
+Started by train_client.py as `python -m stages.cli train-service ADDRESS ROOT IDLE`.
+It imports TensorFlow, Keras, MLflow and the train stage once, listens on ADDRESS (an abstract
+unix socket), and for each request trains one cell exactly as `mlpstudy train` in a fresh process
+would: the client's DVC and MLflow environment and working directory, the cell's own seeds
+(`stages.train.run` seeds everything before it builds the model), a cleared Keras session after
+it. Output goes back to the client, a line at a time; the last message is the exit code.
+
+When its client goes away mid-cell (DVC interrupted or killed), the process exits on the spot,
+as a killed `mlpstudy train` would; the checkpoint of the last completed epoch is what survives.
+After an unexpected error it answers and exits, so a damaged process never trains another cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from stages.lib.core.config import Cell, ConfigError, Params, load_params
+from stages.lib.core.errors import StageError, describe
+from stages.lib.core.paths import Paths
+from stages.lib.training import progress, train_client
+
+CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
+
+
+# The train stage's task function, `stages.train.run(params, cell, paths, observers=...)`: handed
+# in by the command that starts this process (`mlpstudy train-service`), since code here sits
+# below the stages and never imports them.
+RunCell = Callable[..., dict[str, Any]]
+
+
+def train_here(
+    run: RunCell, params: Params, cell: Cell, paths: Paths, session: str
+) -> dict[str, Any]:
+    """Train `cell` in this process with a progress line per epoch; its metrics."""
+    tracker = progress.for_cell(params, cell, paths.progress_file, session)
+    metrics = run(params, cell, paths, observers=[progress.EpochProgress(tracker)])
+    tracker.record_finished()
+    stopped = ", stopped early" if metrics["stopped_early"] else ""
+    print(
+        f"{tracker.label}: done in {progress.duration(time.monotonic() - tracker.started)}, "
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
+        f"{metrics['best_val_accuracy']:.4f}){stopped}",
+        flush=True,
+    )
+    return metrics
+
+
+class _Relay:
+    """A text stream that sends what is written to the client as `{kind: text}` lines."""
+
+    def __init__(self, connection: socket.socket, kind: str, lock: threading.Lock) -> None:
+        self.connection, self.kind, self.lock = connection, kind, lock
+
+    def write(self, text: str) -> int:
+        if text:
+            self.send({self.kind: text})
+        return len(text)
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self.lock:
+            self.connection.sendall(json.dumps(message).encode() + b"\n")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _exit_when_client_leaves(connection: socket.socket, finished: threading.Event) -> None:
+    """The client sends nothing after its request: end of stream means it is gone."""
+    with contextlib.suppress(OSError):
+        connection.recv(1)
+    if not finished.is_set():
+        os._exit(3)  # like a killed `mlpstudy train`: no cleanup, the checkpoint stays
+
+
+def _use_environment(forwarded: dict[str, str], cwd: str) -> None:
+    for key in [k for k in os.environ if k.startswith(train_client.FORWARDED_PREFIXES)]:
+        if key not in forwarded:
+            del os.environ[key]
+    os.environ.update(forwarded)
+    os.chdir(cwd)
+
+
+def handle(connection: socket.socket, run: RunCell) -> bool:
+    """Serve one request; False when the process should not train another cell."""
+    request = json.loads(connection.makefile("rb").readline() or b"{}")
+    if "cell" not in request:
+        return True
+    finished = threading.Event()
+    threading.Thread(
+        target=_exit_when_client_leaves, args=(connection, finished), daemon=True
+    ).start()
+    lock = threading.Lock()
+    out, err = _Relay(connection, "out", lock), _Relay(connection, "err", lock)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    code, healthy = 0, True
+    try:
+        _use_environment(request["env"], request["cwd"])
+        paths = Paths.at(request["root"])
+        params = load_params(paths.params)
+        train_here(run, params, Cell(**request["cell"]), paths, request["session"])
+    except ConfigError as error:
+        code = 2
+        err.write(f"error: {error}\n")
+    except StageError as error:
+        code = 1
+        err.write(f"error: {error}\n")
+    except Exception as error:  # the store or a disk failing mid-cell (one line), else a bug
+        code, message = 1, describe(error)
+        if message is None:  # the client shows the bug, and this process retires
+            healthy = False
+            err.write(traceback.format_exc())
+        else:
+            err.write(f"error: {message}\n")
+    finally:
+        sys.stdout, sys.stderr = saved
+        keras.backend.clear_session()
+        gc.collect()
+    finished.set()
+    out.send({"exit": code})
+    connection.shutdown(socket.SHUT_RDWR)
+    return healthy
+
+
+def _age() -> float:
+    """Seconds since this process started (Linux: /proc), interpreter and imports included."""
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
+def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
+    """Train the cells that clients send to `address` until idle for `idle_seconds`."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(train_client.abstract(address))
+    except OSError:  # another process took the address first: it serves
+        return 0
+    listener.listen(16)
+    listener.settimeout(min(CHECK_SECONDS, idle_seconds))
+    print(f"training process {os.getpid()} ready for {root} after {_age():.2f} s", flush=True)
+    last = time.monotonic()
+    while True:
+        try:
+            connection, _ = listener.accept()
+            begun = time.monotonic()
+        except TimeoutError:
+            if time.monotonic() - last > idle_seconds or not root.is_dir():
+                print(f"training process {os.getpid()} idle, exiting", flush=True)
+                return 0
+            continue
+        with connection:
+            connection.settimeout(None)
+            healthy = handle(connection, run)
+        print(f"request served in {time.monotonic() - begun:.2f} s", flush=True)
+        last = time.monotonic()
+        if not healthy:
+            return 1
