@@ -25,6 +25,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Warm training processes that tests start (stages/lib/training/train_client.py) exit soon after
 # their test instead of the default two minutes; every child process inherits this.
 os.environ.setdefault("MLPSTUDY_TRAIN_SERVICE_IDLE", "10")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that train in the pytest process train as the stage does: with params.yaml's
+    `train.cpu_threads`, which TensorFlow accepts only before it starts (before any test runs)."""
+    import tensorflow as tf
+
+    threads = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["train"]["cpu_threads"]
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
 REAL_MNIST = Path(os.environ.get("MLPSTUDY_REAL_MNIST", PROJECT_ROOT.parent / "shared" / "mnist"))
 
 
