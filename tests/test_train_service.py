@@ -20,7 +20,7 @@ from test_train import CELL, clean_environment, make_project, read_history, trai
 
 from stages.lib.core.config import Params, make_cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import train_client
+from stages.lib.training import service_protocol, train_client
 
 OTHER = make_cell("tanh", "glorot_uniform", "sgd", 1)
 
@@ -92,12 +92,12 @@ def test_each_root_code_and_device_setting_gets_its_own_process(tmp_path, real_p
     here, there = Paths.at(tmp_path / "a"), Paths.at(tmp_path / "b")
     on_cpu = params.model_copy(update={"train": params.train.model_copy(update={"device": "cpu"})})
 
-    address = train_client.service_address(params, here)
+    address = service_protocol.service_address(params, here)
 
-    assert address == train_client.service_address(params, here)
-    assert address != train_client.service_address(params, there)
-    assert address != train_client.service_address(on_cpu, here)
-    assert len(train_client.abstract(address)) < 108  # a unix socket name's limit
+    assert address == service_protocol.service_address(params, here)
+    assert address != service_protocol.service_address(params, there)
+    assert address != service_protocol.service_address(on_cpu, here)
+    assert len(service_protocol.abstract(address)) < 108  # a unix socket name's limit
 
 
 def test_bad_input_fails_before_a_training_process_starts(tmp_path, real_params_dict):

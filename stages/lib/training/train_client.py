@@ -23,7 +23,6 @@ This module imports no TensorFlow: the client starts in a fraction of a second.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -31,23 +30,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from stages.lib.core.config import Cell, Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths, display_path
 from stages.lib.training import preflight
+from stages.lib.training.service_protocol import FORWARDED_PREFIXES, abstract, service_address
 
 SERVICE_ENV = "MLPSTUDY_TRAIN_SERVICE"
 IDLE_ENV = "MLPSTUDY_TRAIN_SERVICE_IDLE"
 DEFAULT_IDLE_SECONDS = 120.0
 STARTUP_SECONDS = 300.0  # importing TensorFlow on a loaded machine
-# Environment a request carries into the training process (where the store is, which DVC
-# experiment and stage runs, the data mirror); the rest is the process's own.
-FORWARDED_PREFIXES = ("DVC_", "MLFLOW_", "MLPSTUDY_")
-# Environment read once, when TensorFlow starts: a process started under other values differs.
-STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
 
 
 def train(
@@ -72,33 +66,6 @@ def train(
         }
         connection.sendall(json.dumps(request).encode() + b"\n")
         return _relay(connection, cell, paths)
-
-
-def service_address(params: Params, paths: Paths) -> str:
-    """The socket name of the process that may train this project's cells."""
-    package = Path(__file__).resolve().parents[2]  # the `stages` package
-    code = hashlib.sha256()
-    for file in sorted(package.rglob("*.py")):
-        code.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes())
-    startup = sorted((k, v) for k, v in os.environ.items() if k.startswith(STARTUP_PREFIXES))
-    identity = json.dumps(
-        [
-            str(paths.root),
-            str(package),
-            code.hexdigest(),
-            sys.executable,
-            params.train.device,
-            params.train.distribute,
-            params.train.cpu_threads,  # fixed when TensorFlow initialises
-            startup,
-        ]
-    )
-    return "mlpstudy-train-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
-
-
-def abstract(name: str) -> str:
-    """A name in Linux's abstract socket namespace: no file, gone with its process."""
-    return "\0" + name
 
 
 @contextlib.contextmanager

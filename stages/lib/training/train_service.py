@@ -32,7 +32,8 @@ import keras
 from stages.lib.core.config import Cell, ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
 from stages.lib.core.paths import Paths
-from stages.lib.training import progress, train_client
+from stages.lib.training import progress
+from stages.lib.training.service_protocol import FORWARDED_PREFIXES, Relay, abstract
 
 CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
 
@@ -60,28 +61,6 @@ def train_here(
     return metrics
 
 
-class _Relay:
-    """A text stream that sends what is written to the client as `{kind: text}` lines."""
-
-    def __init__(self, connection: socket.socket, kind: str, lock: threading.Lock) -> None:
-        self.connection, self.kind, self.lock = connection, kind, lock
-
-    def write(self, text: str) -> int:
-        if text:
-            self.send({self.kind: text})
-        return len(text)
-
-    def send(self, message: dict[str, Any]) -> None:
-        with self.lock:
-            self.connection.sendall(json.dumps(message).encode() + b"\n")
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
 def _exit_when_client_leaves(connection: socket.socket, finished: threading.Event) -> None:
     """The client sends nothing after its request: end of stream means it is gone."""
     with contextlib.suppress(OSError):
@@ -91,7 +70,7 @@ def _exit_when_client_leaves(connection: socket.socket, finished: threading.Even
 
 
 def _use_environment(forwarded: dict[str, str], cwd: str) -> None:
-    for key in [k for k in os.environ if k.startswith(train_client.FORWARDED_PREFIXES)]:
+    for key in [k for k in os.environ if k.startswith(FORWARDED_PREFIXES)]:
         if key not in forwarded:
             del os.environ[key]
     os.environ.update(forwarded)
@@ -108,7 +87,7 @@ def handle(connection: socket.socket, run: RunCell) -> bool:
         target=_exit_when_client_leaves, args=(connection, finished), daemon=True
     ).start()
     lock = threading.Lock()
-    out, err = _Relay(connection, "out", lock), _Relay(connection, "err", lock)
+    out, err = Relay(connection, "out", lock), Relay(connection, "err", lock)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
     code, healthy = 0, True
@@ -151,7 +130,7 @@ def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
     """Train the cells that clients send to `address` until idle for `idle_seconds`."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(train_client.abstract(address))
+        listener.bind(abstract(address))
     except OSError:  # another process took the address first: it serves
         return 0
     listener.listen(16)

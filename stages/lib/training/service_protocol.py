@@ -1,0 +1,76 @@
+"""What `mlpstudy train` (train_client.py) and the warm training process (train_service.py)
+agree on: the process's address, which says what it may train, and the environment a request
+carries.
+
+Messages are JSON lines: the client sends one request (`cell`, `root`, `cwd`, `session`, `env`),
+the process answers with `{"out": text}` / `{"err": text}` lines and a final `{"exit": code}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from stages.lib.core.config import Params
+from stages.lib.core.paths import Paths
+
+# Environment a request carries into the training process (where the store is, which DVC
+# experiment and stage runs, the data mirror); the rest is the process's own.
+FORWARDED_PREFIXES = ("DVC_", "MLFLOW_", "MLPSTUDY_")
+# Environment read once, when TensorFlow starts: a process started under other values differs.
+STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
+
+
+def service_address(params: Params, paths: Paths) -> str:
+    """The socket name of the process that may train this project's cells."""
+    package = Path(__file__).resolve().parents[2]  # the `stages` package
+    code = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        code.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes())
+    startup = sorted((k, v) for k, v in os.environ.items() if k.startswith(STARTUP_PREFIXES))
+    identity = json.dumps(
+        [
+            str(paths.root),
+            str(package),
+            code.hexdigest(),
+            sys.executable,
+            params.train.device,
+            params.train.distribute,
+            params.train.cpu_threads,  # fixed when TensorFlow initialises
+            startup,
+        ]
+    )
+    return "mlpstudy-train-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def abstract(name: str) -> str:
+    """A name in Linux's abstract socket namespace: no file, gone with its process."""
+    return "\0" + name
+
+
+class Relay:
+    """A text stream that sends what is written to the client as `{kind: text}` lines."""
+
+    def __init__(self, connection: socket.socket, kind: str, lock: threading.Lock) -> None:
+        self.connection, self.kind, self.lock = connection, kind, lock
+
+    def write(self, text: str) -> int:
+        if text:
+            self.send({self.kind: text})
+        return len(text)
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self.lock:
+            self.connection.sendall(json.dumps(message).encode() + b"\n")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
