@@ -173,3 +173,12 @@ def test_a_single_matched_pair_has_no_interval() -> None:
     assert not row["differs"]
     assert "no interval and no test" in factor_sentence("optimizer", tiny, table, 0.95)
     assert factor_sentence("activation", tiny, table, 0.95).endswith("shared: relu (not compared).")
+
+
+def test_a_factor_without_any_number_says_so() -> None:
+    cells = cells_table()
+    cells["test_accuracy"] = math.nan
+    table = factor_comparisons(cells, 0.95)
+    assert table["pairs"].eq(0).all() and not table["differs"].any()
+    sentence = factor_sentence("optimizer", cells, table, 0.95)
+    assert "no interval and no test" in sentence and "nan" not in sentence

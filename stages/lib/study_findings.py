@@ -24,7 +24,7 @@ def p_text(p: float) -> str:
 
 
 def points(value: float) -> str:
-    return f"{value:.2f}"
+    return MISSING if math.isnan(value) else f"{value:.2f}"
 
 
 def ci_points(low: float, high: float, confidence: float) -> str:
