@@ -4,8 +4,10 @@ It reads exactly the cells of the current grid (files left by values since remov
 `params.yaml` are ignored) and stops before any work, naming the cell and the stage to run, when
 one of them has no results yet. Everything lands in reports/study/:
 
-- cells.csv (one row per cell), combinations.csv (per combination over seeds: mean, std, CI, n),
-  summary.json (DVC metrics: best and worst combination, number of cells);
+- cells.csv (one row per cell), combinations.csv (per combination over seeds: mean, std, CI, n,
+  the gap to the best and whether it is tied with it), comparisons.csv (every pair of levels of
+  each factor: paired difference, interval, p, Holm p), summary.json (DVC metrics: best and worst
+  combination, number of cells, which levels differ);
 - figures/*.png; summary.md (open it first) and index.html (self-contained, figures embedded);
 - the same folder as the artifacts of the study's `study-report` MLflow run (see report_run.py).
 """
@@ -24,9 +26,11 @@ from stages.lib.core.config import Params, grid
 from stages.lib.core.paths import Paths
 from stages.lib.reporting import (
     diagnostic_figures,
+    study_comparisons,
     study_convergence,
     study_document,
     study_figures,
+    study_findings,
 )
 from stages.lib.reporting.cell_results import FACTORS, read_diagnostics, read_history
 from stages.lib.reporting.report_run import log_report
@@ -51,7 +55,10 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     diagnostics_on = params.train.diagnostics.enabled
     table = cells_table(paths, cells, diagnostics_on)  # ConfigError before any work
     tracking.check_store(paths)  # StageError if unreachable or damaged; creates nothing
-    combinations = combinations_table(table, confidence)
+    comparisons = study_comparisons.factor_comparisons(table, confidence)
+    combinations = study_comparisons.ties_with_best(
+        table, combinations_table(table, confidence), confidence
+    )
     histories = pd.concat([read_history(paths, cell) for cell in cells], ignore_index=True)
     diagnostics = (
         pd.concat([read_diagnostics(paths, cell) for cell in cells], ignore_index=True)
@@ -61,13 +68,20 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
     effects = main_effects(table, confidence)
     folder = paths.study_report
-    drawn = draw_figures(params, combinations, effects, histories, diagnostics, folder)
-    summary = summary_metrics(table, combinations, confidence)
+    drawn = draw_figures(params, table, combinations, effects, histories, diagnostics, folder)
+    findings = study_findings.sentences(table, comparisons, combinations, confidence)
+    summary = {
+        **summary_metrics(table, combinations, confidence),
+        **study_comparisons.metrics(comparisons, combinations),
+    }
     _write_csv(table, folder / "cells.csv")
     _write_csv(combinations, folder / "combinations.csv")
+    _write_csv(comparisons, folder / "comparisons.csv")
     write_json(folder / "summary.json", summary)
     convergence = study_convergence.summary(table, histories, params.train.early_stopping_patience)
-    title, blocks = study_document.build(params, table, combinations, effects, drawn, convergence)
+    title, blocks = study_document.build(
+        params, table, combinations, effects, comparisons, findings, drawn, convergence
+    )
     write_text(folder / "summary.md", to_markdown(title, blocks, FIGURES_FOLDER))
     write_text(folder / "index.html", to_html(title, blocks, folder / FIGURES_FOLDER))
     experiment = tracking.open_experiment(params.study.name, paths)
@@ -78,6 +92,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
 def draw_figures(
     params: Params,
+    cells: pd.DataFrame,
     combinations: pd.DataFrame,
     effects: pd.DataFrame,
     histories: pd.DataFrame,
@@ -88,12 +103,15 @@ def draw_figures(
     apply (e.g. diagnostics turned off). Returns the file names drawn."""
     train, confidence = params.train, params.report.confidence
     target = folder / FIGURES_FOLDER
-    levels = {factor: list(getattr(train, factor)) for factor in FACTORS}
+    levels = {factor: study_comparisons.levels(cells, factor) for factor in FACTORS}
     settings = {name: getattr(train.activations, name).model_dump() for name in train.activation}
     # name -> drawing, each called with its target file as the last argument.
     drawings: dict[str, Callable[[Path], None]] = {
         "main_effects.png": partial(study_figures.save_main_effects, effects, confidence),
-        "interactions.png": partial(study_figures.save_interactions, combinations, levels),
+        **{
+            interaction.name: partial(study_figures.save_interactions, cells, interaction, levels)
+            for interaction in params.report.interactions
+        },
         "learning_curves.png": partial(study_figures.save_learning_curves, histories, levels),
         "per_digit.png": partial(study_figures.save_per_digit, combinations),
         "activations.png": partial(diagnostic_figures.save_activations, train.activation, settings),

@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.core.config import ConfigError, grid, load_params, make_cell
+from stages.lib.core.config import ConfigError, grid, grid_axes, load_params, make_cell
+from stages.lib.reporting.cell_results import FACTORS
 
 
 def write(tmp_path: Path, params: dict[str, Any]) -> Path:
@@ -68,6 +69,22 @@ BAD = [
         lambda p: p["preprocess"].update(validation_size="10"),
         ["preprocess.validation_size", "'10'"],
     ),
+    (
+        lambda p: p["report"]["interactions"][0].update(rows="activaton"),
+        ["report.interactions[0].rows", "'activaton'", "'activation'", "initializer", "optimizer"],
+    ),
+    (  # the seed is not a factor: a heatmap over seeds compares nothing
+        lambda p: p["report"]["interactions"].append({"rows": "activation", "columns": "seed"}),
+        ["report.interactions[1].columns", "'seed'", "allowed: activation"],
+    ),
+    (
+        lambda p: p["report"]["interactions"][0].update(columns="activation"),
+        ["report.interactions[0]", "different axes", "activation, activation"],
+    ),
+    (
+        lambda p: p["report"]["interactions"][0].update(panel="optimizer"),
+        ["unknown key 'report.interactions[0].panel'", "'report.interactions[0].panels'"],
+    ),
 ]
 
 
@@ -99,6 +116,14 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_early_stopping_can_be_turned_off(tmp_path, real_params_dict):
     real_params_dict["train"]["early_stopping_patience"] = None
     assert load_params(write(tmp_path, real_params_dict)).train.early_stopping_patience is None
+
+
+def test_interaction_panels_are_optional(tmp_path, real_params_dict):
+    real_params_dict["report"]["interactions"] = [{"rows": "optimizer", "columns": "activation"}]
+    (view,) = load_params(write(tmp_path, real_params_dict)).report.interactions
+    assert view.panels is None and view.name == "interactions_optimizer_x_activation.png"
+    # The axes are the grid's factors: the same names the report compares.
+    assert grid_axes() == FACTORS
 
 
 def test_command_line_cells_are_checked_like_params():

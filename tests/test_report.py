@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from stages import report
-from stages.lib.core.config import Cell, ConfigError, Params, grid, load_params
+from stages.lib.core.config import Cell, ConfigError, Params, ReportParams, grid, load_params
 from stages.lib.core.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ BASE = {"relu": 0.97, "tanh": 0.95, "sigmoid": 0.80}
 EPOCHS = 4
 FIGURES = {
     "main_effects.png",
-    "interactions.png",
+    "interactions_activation_x_initializer_by_optimizer.png",
     "learning_curves.png",
     "per_digit.png",
     "activations.png",
@@ -184,6 +184,7 @@ def test_report_of_a_grid_then_of_a_smaller_one(project: Paths) -> None:
 
     check_figures(folder)
     check_documents(folder)
+    check_findings(folder, summary)
     runs = report_runs(project, params.study.name)
     assert len(runs) == 1
     assert runs[0].info.run_id == first["mlflow_run_id"]
@@ -194,6 +195,7 @@ def test_report_of_a_grid_then_of_a_smaller_one(project: Paths) -> None:
     assert {
         "cells.csv",
         "combinations.csv",
+        "comparisons.csv",
         "summary.json",
         "summary.md",
         "index.html",
@@ -254,6 +256,71 @@ def check_documents(folder: Path) -> None:
     assert "<table>" in page and "Best" in page
 
 
+def check_findings(folder: Path, summary: dict) -> None:
+    """The statistics: one sentence per factor at the top, the tables and CSV behind them."""
+    comparisons = pd.read_csv(folder / "comparisons.csv")
+    # Activation: 3 pairs, each over 2 optimizers x 2 seeds; optimizer: 3 activations x 2 seeds.
+    # The shared initializer is not compared.
+    assert comparisons["factor"].tolist() == ["activation"] * 3 + ["optimizer"]
+    assert comparisons["pairs"].tolist() == [4, 4, 4, 6]
+    relu_sigmoid = comparisons[
+        (comparisons["better"] == "relu") & (comparisons["worse"] == "sigmoid")
+    ]
+    assert relu_sigmoid["difference"].item() == pytest.approx(17.0)  # 0.97 - 0.80, in points
+    assert comparisons["differs"].all()  # every difference is the same in every pair
+    markdown = (folder / "summary.md").read_text()
+    top = markdown[: markdown.index("## The grid")]
+    assert "- **Activation:** relu beats sigmoid by 17.00 points (95% CI 17.00 to 17.00" in top
+    assert "; relu beats tanh by 2.00 points (95% CI 2.00 to 2.00, Holm p < 0.001, 4 matched" in top
+    assert "- **Initializer:** shared: he_normal (not compared)." in top
+    assert "- **Optimizer:** adam beats sgd by 1.00 points" in top
+    assert "- **Tied with the best** (`relu / he_normal / adam`): none;" in top
+    assert "## Differences between levels" in markdown
+    page = (folder / "index.html").read_text()
+    assert "<strong>Optimizer:</strong> adam beats sgd by 1.00 points" in page
+    assert summary["comparisons"]["activation"]["relu_vs_sigmoid"]["differs"] is True
+    assert summary["tied_with_best"] == 0
+    combinations = pd.read_csv(folder / "combinations.csv")
+    assert combinations["tied_with_best"].tolist() == [True] + [False] * 5
+
+
+def test_interaction_views_are_chosen_in_params(project: Paths) -> None:
+    params = make_params(initializer=["he_normal", "glorot_uniform"])
+    views = [
+        {"rows": "optimizer", "columns": "activation"},
+        {"rows": "initializer", "columns": "optimizer", "panels": "activation"},
+    ]
+    params = params.model_copy(
+        update={"report": ReportParams.model_validate({"confidence": 0.9, "interactions": views})}
+    )
+    for cell in grid(params.train):
+        write_cell(project, cell)
+    report.run(params, project)
+    figures = project.study_report / "figures"
+    drawn = {path.name for path in figures.glob("interactions*.png")}
+    assert drawn == {
+        "interactions_optimizer_x_activation.png",
+        "interactions_initializer_x_optimizer_by_activation.png",
+    }
+    with Image.open(figures / "interactions_initializer_x_optimizer_by_activation.png") as image:
+        one_panel = Image.open(figures / "interactions_optimizer_x_activation.png").size[0]
+        assert image.size[0] > 2 * one_panel  # three panels, one per activation
+    markdown = (project.study_report / "summary.md").read_text()
+    assert "[Interactions: initializer x optimizer](figures/interactions_initializer_x_" in markdown
+    assert "one panel per activation" in markdown
+    assert markdown.count("](figures/interactions_") == 2
+    assert (
+        'id="interactions_optimizer_x_activation"'
+        in (project.study_report / "index.html").read_text()
+    )
+    # No views: no interaction figure, and the earlier ones are removed.
+    params = params.model_copy(
+        update={"report": ReportParams.model_validate({"confidence": 0.9, "interactions": []})}
+    )
+    report.run(params, project)
+    assert not list(figures.glob("interactions*.png"))
+
+
 def test_one_seed_leaves_intervals_undefined_and_diagnostics_off_drops_their_figures(
     project: Paths,
 ) -> None:
@@ -274,6 +341,8 @@ def test_one_seed_leaves_intervals_undefined_and_diagnostics_off_drops_their_fig
     assert summary["best"]["test_accuracy_ci_low"] is None
     markdown = (project.study_report / "summary.md").read_text()
     assert "CI —" in markdown
+    assert "**Tied with the best** (`relu / he_normal / adam`): cannot be tested" in markdown
+    assert "- **Optimizer:** adam beats sgd by 1.00 points" in markdown  # over 3 activations
     names = {path.name for path in (project.study_report / "figures").iterdir()}
     assert names == FIGURES - {"gradient_norms.png", "dead_saturated.png"}
     assert "gradient_norms" not in (project.study_report / "index.html").read_text()

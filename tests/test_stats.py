@@ -1,70 +1,37 @@
-"""Student-t quantiles and confidence intervals against published values (scipy is not used)."""
+"""Student-t intervals, paired t-tests and Holm's correction against published values and scipy."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 
-from stages.lib.reporting.stats import (
-    estimate,
-    regularized_incomplete_beta,
-    t_quantile,
-    t_upper_tail,
-)
+from stages.lib.reporting.stats import estimate, holm, paired
 
-# Quantiles from standard t tables (and R's qt), to the digits printed there.
-KNOWN_QUANTILES = [
-    (0.975, 1, 12.706205),
-    (0.975, 2, 4.302653),
-    (0.975, 4, 2.776445),
-    (0.975, 29, 2.045230),
-    (0.975, 1000, 1.962339),
-    (0.95, 10, 1.812461),
-    (0.995, 1, 63.656741),
-    (0.9995, 1, 636.619249),
-    (0.995, 5, 4.032143),
-    (0.6, 3, 0.276671),
-]
+# Quantiles from standard t tables (and R's qt), to the digits printed there: the intervals use
+# these through scipy.
+KNOWN_QUANTILES = [(0.975, 2, 4.302653), (0.975, 4, 2.776445), (0.95, 10, 1.812461)]
 
 
 @pytest.mark.parametrize(("probability", "df", "expected"), KNOWN_QUANTILES)
-def test_t_quantile_matches_tables(probability: float, df: int, expected: float) -> None:
-    assert t_quantile(probability, df) == pytest.approx(expected, abs=2e-6)
+def test_intervals_use_the_t_quantile_of_the_tables(
+    probability: float, df: int, expected: float
+) -> None:
+    sample = np.arange(df + 1, dtype=float)
+    result = estimate(sample, confidence=2 * probability - 1)
+    standard_error = sample.std(ddof=1) / math.sqrt(len(sample))
+    assert result.half_width == pytest.approx(expected * standard_error, abs=1e-6)
 
 
-def test_t_quantile_is_symmetric_and_zero_at_the_median() -> None:
-    assert t_quantile(0.025, 2) == pytest.approx(-4.302653, abs=2e-6)
-    assert t_quantile(0.5, 7) == 0.0
-
-
-def test_quantile_inverts_the_tail() -> None:
-    for df in (1, 2, 3, 9, 50):
-        for probability in (0.55, 0.9, 0.975, 0.999):
-            assert t_upper_tail(t_quantile(probability, df), df) == pytest.approx(
-                1 - probability, rel=1e-9
-            )
-
-
-def test_incomplete_beta_known_values() -> None:
-    # I_x(1, 1) = x, I_x(a, 1) = x^a, I_0.5(a, a) = 0.5 by symmetry.
-    assert regularized_incomplete_beta(1, 1, 0.3) == pytest.approx(0.3, rel=1e-12)
-    assert regularized_incomplete_beta(3, 1, 0.4) == pytest.approx(0.4**3, rel=1e-12)
-    assert regularized_incomplete_beta(2.5, 2.5, 0.5) == pytest.approx(0.5, rel=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("call", "message"),
-    [
-        (lambda: t_quantile(1.0, 3), "probability"),
-        (lambda: t_quantile(0.9, 0), "degrees of freedom"),
-        (lambda: regularized_incomplete_beta(1, 1, 1.5), "x=1.5"),
-        (lambda: estimate([1, 2], 1.2), "confidence"),
-    ],
-)
-def test_bad_arguments_say_what_is_allowed(call, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        call()
+def test_bad_arguments_say_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match="confidence"):
+        estimate([1, 2], 1.2)
+    with pytest.raises(ValueError, match="confidence"):
+        paired([1, 2], [1, 2], 0.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired([1, 2, 3], [1, 2], 0.95)
 
 
 def test_interval_of_a_known_sample() -> None:
@@ -88,3 +55,41 @@ def test_interval_is_undefined_for_one_value_and_skips_nan() -> None:
     assert math.isnan(single.std) and math.isnan(single.ci_low) and math.isnan(single.ci_high)
     assert estimate([1.0, math.nan, 3.0], 0.95).n == 2
     assert estimate([], 0.95).n == 0
+
+
+def test_paired_test_is_scipys_ttest_rel_and_drops_pairs_with_nan() -> None:
+    a = [0.981, 0.975, 0.979, 0.983, math.nan, 0.977]
+    b = [0.978, 0.974, 0.975, 0.979, 0.970, math.nan]
+    result = paired(a, b, 0.95)
+    kept_a, kept_b = [0.981, 0.975, 0.979, 0.983], [0.978, 0.974, 0.975, 0.979]
+    expected = stats.ttest_rel(kept_a, kept_b)
+    differences = np.subtract(kept_a, kept_b)
+    half = stats.t.ppf(0.975, 3) * differences.std(ddof=1) / 2.0
+    assert result.n == 4
+    assert result.mean == pytest.approx(differences.mean())
+    assert result.t == pytest.approx(expected.statistic)
+    assert result.p == pytest.approx(expected.pvalue)
+    assert (result.ci_low, result.ci_high) == pytest.approx(
+        (differences.mean() - half, differences.mean() + half)
+    )
+
+
+def test_paired_test_without_spread_or_pairs() -> None:
+    one = paired([0.98], [0.97], 0.95)
+    assert one.n == 1 and one.mean == pytest.approx(0.01)
+    assert math.isnan(one.ci_low) and math.isnan(one.p)
+    constant = paired([0.98, 0.99], [0.97, 0.98], 0.95)  # both differences 0.01
+    assert constant.p == 0.0 and constant.ci_low == pytest.approx(0.01)
+    assert paired([0.98, 0.99], [0.98, 0.99], 0.95).p == 1.0
+    assert paired([math.nan], [0.5], 0.95).n == 0
+
+
+def test_holm_matches_a_worked_example() -> None:
+    # Sorted 0.01, 0.02, 0.03, 0.04 of m = 4: 4*0.01, 3*0.02, max(2*0.03, .06), 1*0.04 -> .06.
+    assert holm([0.04, 0.01, 0.03, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    # Capped at 1; NaN is kept and not counted in m.
+    adjusted = holm([0.5, math.nan, 0.001])
+    assert adjusted[0] == pytest.approx(0.5) and adjusted[2] == pytest.approx(0.002)
+    assert math.isnan(adjusted[1])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

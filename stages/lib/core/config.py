@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -18,7 +18,9 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # The supported names. The typed maps below list the hyperparameters of each.
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "gelu"]
@@ -205,8 +207,49 @@ class EvaluateParams(Strict):
     misclassified_shown: Annotated[int, Field(ge=1, le=100)]
 
 
+def grid_axes() -> tuple[str, ...]:
+    """The grid's factors (every field of a cell but its seed), in the order of cell keys."""
+    return tuple(name for name in Cell.model_fields if name != "seed")
+
+
+class Interaction(Strict):
+    """One heatmap of mean test accuracy: `rows` x `columns`, one panel per level of `panels`."""
+
+    rows: str
+    columns: str
+    panels: str | None = None  # None: one panel, every other factor averaged
+
+    @field_validator("rows", "columns", "panels")
+    @classmethod
+    def _an_axis(cls, value: str | None) -> str | None:
+        axes = grid_axes()
+        if value is not None and value not in axes:
+            expected = ", ".join(repr(axis) for axis in axes)
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Interaction:
+        named = [axis for axis in (self.rows, self.columns, self.panels) if axis is not None]
+        if len(set(named)) < len(named):
+            raise ValueError(
+                f"rows, columns and panels must be different axes (got {', '.join(named)})"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        """The figure's file name: interactions_<rows>_x_<columns>[_by_<panels>].png."""
+        by = f"_by_{self.panels}" if self.panels else ""
+        return f"interactions_{self.rows}_x_{self.columns}{by}.png"
+
+
 class ReportParams(Strict):
     confidence: Annotated[float, Field(gt=0, lt=1)]
+    # Heatmaps of mean test accuracy (an empty list draws none).
+    interactions: list[Interaction]
 
 
 class Params(Strict):
@@ -294,11 +337,11 @@ def _describe(error: ValidationError) -> str:
     errors = error.errors(include_url=False)
     first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
     loc = first["loc"]
-    key = ".".join(str(part) for part in loc)
+    key = _key(loc)
     value = first.get("input")
     if first["type"] == "extra_forbidden":
         valid = _fields_at(Params, loc[:-1])
-        prefix = "".join(f"{part}." for part in loc[:-1] if not isinstance(part, int))
+        prefix = _key(loc[:-1]) + "." if len(loc) > 1 else ""
         return (
             f"unknown key {key!r}{_suggest(str(loc[-1]), valid, prefix)}; "
             f"allowed here: {', '.join(valid)}"
@@ -317,6 +360,11 @@ def _describe(error: ValidationError) -> str:
     return f"{key}: {message} (got {value!r})"
 
 
+def _key(loc: tuple[Any, ...]) -> str:
+    """`report.interactions[0].rows`: list positions in brackets."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
 def _suggest(name: str, valid: tuple[str, ...] | list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
     return f" (did you mean {prefix + close[0]!r}?)" if close else ""
@@ -333,6 +381,8 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         annotation = model.model_fields[str(part)].annotation
+        if get_origin(annotation) is list:  # list[Model]: the keys of one item
+            annotation = get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

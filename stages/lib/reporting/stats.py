@@ -1,90 +1,23 @@
-"""Student-t confidence intervals without scipy (not a dependency): the t quantile by bisection.
+"""The report's statistics, from scipy: Student-t intervals, paired t-tests and Holm's correction.
 
-The t distribution's tail is a regularized incomplete beta function, evaluated with the classic
-continued fraction (modified Lentz). A study has a handful of seeds per combination, so the normal
-approximation (1.96) would make the intervals far too narrow: t(0.975, 2) is 4.30.
+A study has a handful of seeds per combination, so the normal approximation (1.96) would make the
+intervals far too narrow: t(0.975, 2) is 4.30. NaN values (a cell without a number) are skipped;
+a pair is skipped when either side is NaN.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_TINY = 1e-300
-_EPSILON = 1e-15
-_MAX_TERMS = 500
+import numpy as np
+from scipy import stats
 
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b); converges fast for x < (a + 1) / (a + b + 2)."""
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    result = d
-    for m in range(1, _MAX_TERMS):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > _TINY else _TINY)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > _TINY else _TINY
-            result *= d * c
-        if abs(d * c - 1.0) < _EPSILON:
-            return result
-    raise ArithmeticError(f"incomplete beta I_{x}({a}, {b}): continued fraction did not converge")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"incomplete beta: a={a} and b={b} must both be > 0")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"incomplete beta: x={x} must be within [0, 1]")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_upper_tail(t: float, df: float) -> float:
-    """P(T > t) for Student's t with `df` degrees of freedom, t >= 0."""
-    if t < 0:
-        raise ValueError(f"t_upper_tail: t={t} must be >= 0")
-    return 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
-def t_quantile(probability: float, df: float) -> float:
-    """The `probability` quantile of Student's t with `df` degrees of freedom.
-
-    Bisection on the upper tail (not on the CDF), so quantiles near 1 keep full precision.
-    """
-    if not 0.0 < probability < 1.0:
-        raise ValueError(f"t quantile: probability {probability} must be within (0, 1)")
-    if df <= 0:
-        raise ValueError(f"t quantile: {df} degrees of freedom; need > 0")
-    if probability < 0.5:
-        return -t_quantile(1.0 - probability, df)
-    tail = 1.0 - probability
-    if tail == 0.5:
-        return 0.0
-    low, high = 0.0, 1.0
-    while t_upper_tail(high, df) > tail:
-        low, high = high, 2.0 * high
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if middle in (low, high):
-            break
-        if t_upper_tail(middle, df) > tail:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
+def _check(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence: {confidence} must be within (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -107,15 +40,77 @@ class Estimate:
 
 def estimate(values: Iterable[float], confidence: float) -> Estimate:
     """Mean, std and the two-sided `confidence` interval of the finite `values` (NaN skipped)."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence: {confidence} must be within (0, 1)")
-    sample = [float(value) for value in values if math.isfinite(float(value))]
+    _check(confidence)
+    sample = np.array([float(value) for value in values], dtype=float)
+    sample = sample[np.isfinite(sample)]
     n = len(sample)
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, math.nan, 0)
-    mean = math.fsum(sample) / n
+    mean = float(sample.mean())
     if n == 1:
         return Estimate(mean, math.nan, math.nan, math.nan, 1)
-    std = math.sqrt(math.fsum((value - mean) ** 2 for value in sample) / (n - 1))
-    half_width = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    std = float(sample.std(ddof=1))
+    half_width = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return Estimate(mean, std, mean - half_width, mean + half_width, n)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired t-test of a - b: the mean difference, its t interval, t, the two-sided p, n pairs.
+
+    With fewer than two pairs there is no spread: interval, t and p are NaN. With differences that
+    are all equal the spread is zero: the interval is that one value and p is 0 (or 1 when the
+    differences are all 0).
+    """
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    t: float
+    p: float
+    n: int
+
+
+def paired(a: Sequence[float], b: Sequence[float], confidence: float) -> Paired:
+    """Paired t-test (scipy.stats.ttest_rel) of `a` against `b`, pairs with a NaN dropped."""
+    _check(confidence)
+    first, second = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if first.shape != second.shape:
+        raise ValueError(f"paired: {len(first)} values against {len(second)}; need equal lengths")
+    keep = np.isfinite(first) & np.isfinite(second)
+    first, second = first[keep], second[keep]
+    n = len(first)
+    if n == 0:
+        return Paired(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+    differences = first - second
+    mean = float(differences.mean())
+    if n == 1:
+        return Paired(mean, math.nan, math.nan, math.nan, math.nan, 1)
+    if np.ptp(differences) == 0.0:  # no spread: scipy's t is undefined
+        return Paired(mean, mean, mean, math.copysign(math.inf, mean), float(mean == 0.0), n)
+    result = stats.ttest_rel(first, second)
+    interval = result.confidence_interval(confidence)
+    return Paired(
+        mean,
+        float(interval.low),
+        float(interval.high),
+        float(result.statistic),
+        float(result.pvalue),
+        n,
+    )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order; NaN stays NaN and is not counted.
+
+    Sorted ascending, the i-th smallest of m p-values becomes max over j <= i of (m - j) * p_j,
+    capped at 1 (Holm 1979; the same as statsmodels' multipletests(method="holm")).
+    """
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(values), math.nan)
+    finite = np.flatnonzero(np.isfinite(values))
+    order = finite[np.argsort(values[finite], kind="stable")]
+    m = len(order)
+    scaled = (m - np.arange(m)) * values[order]
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted.tolist()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from stages.lib.core.config import Params
 from stages.lib.reporting.cell_results import FACTORS
+from stages.lib.reporting.study_findings import comparisons_display
 from stages.lib.reporting.study_format import (
     MISSING,
     cells_display,
@@ -26,11 +27,6 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Main effects",
         "Mean test accuracy per level of each factor, the other factors averaged out. Bars: "
         "{confidence} Student-t intervals over seeds (the per-seed means are the replicates).",
-    ),
-    "interactions.png": (
-        "Interactions",
-        "Mean test accuracy of every activation x initializer pair, one panel per optimizer. "
-        "An effect that changes colour across a row or a panel depends on the other factors.",
     ),
     "learning_curves.png": (
         "Learning curves",
@@ -62,19 +58,40 @@ FIGURES: dict[str, tuple[str, str]] = {
 }
 
 
+INTERACTIONS = (
+    "Mean test accuracy of every {rows} x {columns} pair over the cells that share it{panels}. "
+    "An effect that changes colour across a row or a panel depends on the other factor."
+)
+
+
+def caption(file: str, params: Params) -> tuple[str, str]:
+    """(title, caption) of a drawn figure: fixed ones from FIGURES, interactions from params."""
+    confidence = f"{params.report.confidence:.0%}"
+    for view in params.report.interactions:
+        if view.name == file:
+            panels = f", one panel per {view.panels}" if view.panels else ""
+            title = f"Interactions: {view.rows} x {view.columns}"
+            return title, INTERACTIONS.format(rows=view.rows, columns=view.columns, panels=panels)
+    title, text = FIGURES[file]  # every other figure drawn has its caption there
+    return title, text.format(confidence=confidence)
+
+
 def build(
     params: Params,
     cells: pd.DataFrame,
     combinations: pd.DataFrame,
     effects: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    findings: list[str],
     figures: list[str],
     convergence: str,
 ) -> tuple[str, list[Block]]:
-    """The title and blocks of the report; `figures` are the figure files that were drawn;
-    `convergence` says whether the cells finished learning (reporting/study_convergence.py)."""
+    """The title and blocks of the report; `findings` are the sentences of study_findings.py,
+    `figures` the figure files that were drawn; `convergence` says whether the cells finished
+    learning (stages/lib/reporting/study_convergence.py)."""
     train, confidence = params.train, params.report.confidence
     best, worst = best_and_worst(combinations)
-    counts = [len(train.activation), len(train.initializer), len(train.optimizer), len(train.seed)]
+    counts = [len(getattr(train, factor)) for factor in (*FACTORS, "seed")]
     patience = train.early_stopping_patience
     stopping = f"early stopping after {patience} epochs without a better validation loss"
     blocks: list[Block] = [
@@ -85,6 +102,13 @@ def build(
             f"split; numbers are means over seeds with {confidence:.0%} Student-t confidence "
             f"intervals ({MISSING} where one seed leaves no spread to estimate)."
         ),
+        Heading("What differs"),
+        Paragraph(
+            "Paired comparisons over matched cells (same other factors and seed), differences in "
+            f"points of test accuracy with {confidence:.0%} t intervals; a level beats another "
+            "when the paired t-test stays significant after Holm's correction within the factor."
+        ),
+        Bullets(tuple(findings)),
         Heading("The grid"),
         Bullets(
             (
@@ -100,13 +124,21 @@ def build(
         Paragraph("Main effects (each level's mean over the other factors, best first):"),
         Bullets(tuple(ranking(effects, factor) for factor in FACTORS)),
         Heading("Combinations, best first"),
-        Paragraph("Means over seeds (`combinations.csv` has every number, unrounded)."),
+        Paragraph(
+            "Means over seeds (`combinations.csv` has every number, unrounded). Tied with best: "
+            "not significantly worse than the best combination, paired over seeds, Holm-corrected."
+        ),
         Table(combinations_display(combinations, confidence)),
+        Heading("Differences between levels"),
+        Paragraph(
+            "Every pair of levels of each factor with more than one level, the better level "
+            "first; p is the paired t-test's, Holm p is corrected within the factor "
+            "(`comparisons.csv`)."
+        ),
+        Table(comparisons_display(comparisons, confidence)),
         Heading("Figures"),
     ]
-    for file in figures:
-        title, caption = FIGURES[file]  # every figure drawn has its caption here
-        blocks.append(FigureBlock(file, title, caption.format(confidence=f"{confidence:.0%}")))
+    blocks += [FigureBlock(file, *caption(file, params)) for file in figures]
     blocks += [
         Heading("Cells"),
         Paragraph("One row per trained cell; digit columns are test accuracy per digit."),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stages.lib.core.config import Interaction
 from stages.lib.reporting.cell_results import DIGITS, FACTORS
 from stages.lib.reporting.figure_kit import (
     ACCURACY_MAP,
@@ -54,31 +55,37 @@ def save_main_effects(effects: pd.DataFrame, confidence: float, target: Path) ->
 
 
 def save_interactions(
-    combinations: pd.DataFrame, levels: dict[str, Sequence[str]], target: Path
+    cells: pd.DataFrame,
+    interaction: Interaction,
+    levels: dict[str, Sequence[str]],
+    target: Path,
 ) -> None:
-    """Activation x initializer heatmaps of mean test accuracy, one panel per optimizer."""
-    optimizers = levels["optimizer"]
-    activations, initializers = levels["activation"], levels["initializer"]
-    width = max(4.0, 0.9 * len(initializers) + 2.0)
-    figure = new_figure(width * len(optimizers) + 1.0, max(3.2, 0.6 * len(activations) + 2.0))
-    axes = figure.subplots(1, len(optimizers), squeeze=False)[0]
-    values = combinations["test_accuracy_mean"]
-    low, high = float(values.min()), float(values.max())
+    """`rows` x `columns` heatmaps of mean test accuracy over every cell (seeds and the factors
+    not shown averaged), one panel per level of `panels` (one panel without it)."""
+    rows_axis, columns_axis, panels_axis = interaction.rows, interaction.columns, interaction.panels
+    row_levels, column_levels = list(levels[rows_axis]), list(levels[columns_axis])
+    panel_levels = list(levels[panels_axis]) if panels_axis else [None]
+    width = max(4.0, 0.9 * len(column_levels) + 2.0)
+    figure = new_figure(width * len(panel_levels) + 1.0, max(3.2, 0.6 * len(row_levels) + 2.0))
+    axes = figure.subplots(1, len(panel_levels), squeeze=False)[0]
+    keys = [rows_axis, columns_axis, *([panels_axis] if panels_axis else [])]
+    means = cells.groupby(keys, sort=False)["test_accuracy"].mean()
+    low, high = float(means.min()), float(means.max())
     image = None
-    for axis, optimizer in zip(axes, optimizers, strict=True):
-        rows = combinations[combinations["optimizer"] == optimizer]
-        grid = rows.pivot(index="activation", columns="initializer", values="test_accuracy_mean")
-        grid = grid.reindex(index=list(activations), columns=list(initializers))
-        image = axis.imshow(grid.to_numpy(), cmap=ACCURACY_MAP, vmin=low, vmax=high, aspect="auto")
-        annotate_cells(axis, grid.to_numpy(), low, high, "{:.2%}")
-        axis.set_xticks(range(len(initializers)), list(initializers), rotation=30, ha="right")
-        axis.set_yticks(range(len(activations)), list(activations))
-        axis.set_xlabel("initializer")
-        axis.set_ylabel("activation")
-        axis.set_title(f"optimizer: {optimizer}")
+    for axis, panel in zip(axes, panel_levels, strict=True):
+        part = means.xs(panel, level=panels_axis) if panels_axis else means
+        grid = part.unstack(columns_axis).reindex(index=row_levels, columns=column_levels)
+        values = grid.to_numpy(dtype=float)
+        image = axis.imshow(values, cmap=ACCURACY_MAP, vmin=low, vmax=high, aspect="auto")
+        annotate_cells(axis, values, low, high, "{:.2%}")
+        axis.set_xticks(range(len(column_levels)), column_levels, rotation=30, ha="right")
+        axis.set_yticks(range(len(row_levels)), row_levels)
+        axis.set_xlabel(columns_axis)
+        axis.set_ylabel(rows_axis)
+        axis.set_title(f"{panels_axis}: {panel}" if panels_axis else "all cells")
     if image is not None:
         figure.colorbar(image, ax=list(axes), label="Mean test accuracy", format="{x:.1%}")
-    figure.suptitle("Interactions: mean test accuracy of each combination (over seeds)")
+    figure.suptitle(f"Interactions: mean test accuracy by {rows_axis} x {columns_axis}")
     save(figure, target)
 
 

@@ -6,6 +6,7 @@ An undefined number (the CI of a single seed) is written as MISSING, never as "n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -24,7 +25,19 @@ def number(value: float, digits: int = 1) -> str:
 
 
 def interval(low: float, high: float) -> str:
-    return MISSING if math.isnan(low) or math.isnan(high) else f"{percent(low)} to {percent(high)}"
+    return interval_of(low, high, percent)
+
+
+def interval_of(low: float, high: float, form: Callable[[float], str]) -> str:
+    """`low to high`, each written by `form`; MISSING where the interval is undefined."""
+    return MISSING if math.isnan(low) or math.isnan(high) else f"{form(low)} to {form(high)}"
+
+
+def tied(value: object) -> str:
+    """The tied-with-best column: yes, no, or MISSING where it could not be tested."""
+    if isinstance(value, float) and math.isnan(value):
+        return MISSING
+    return "yes" if value else "no"
 
 
 def describe(row: pd.Series, confidence: float) -> str:
@@ -51,6 +64,7 @@ def combinations_display(combinations: pd.DataFrame, confidence: float) -> pd.Da
                 )
             ],
             "std": rows["test_accuracy_std"].map(percent),
+            "tied with best": rows["tied_with_best"].map(tied),
             "best val. accuracy": rows["best_val_accuracy_mean"].map(percent),
             "epochs to best": rows["best_epoch_mean"].map(number),
             "training s": rows["train_seconds_mean"].map(number),
