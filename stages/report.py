@@ -27,6 +27,7 @@ from stages.lib import (
     tracking,
 )
 from stages.lib.atomic import atomic_path, write_json, write_text
+from stages.lib.cell_config import hyperparameters
 from stages.lib.cell_results import FACTORS, read_diagnostics, read_history
 from stages.lib.config import Params, grid
 from stages.lib.paths import Paths
@@ -89,7 +90,7 @@ def draw_figures(
     train, confidence = params.train, params.report.confidence
     target = folder / FIGURES_FOLDER
     levels = {factor: list(getattr(train, factor)) for factor in FACTORS}
-    settings = {name: getattr(train.activations, name).model_dump() for name in train.activation}
+    settings = {name: hyperparameters(train, "activation", name) for name in train.activation}
     # name -> drawing, each called with its target file as the last argument.
     drawings: dict[str, Callable[[Path], None]] = {
         "main_effects.png": partial(study_figures.save_main_effects, effects, confidence),

@@ -17,7 +17,7 @@ import yaml
 from conftest import PROJECT_ROOT
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from project import shrink
+from project import shrink, shrunk_cell
 from synthetic import make_digits
 from typer.testing import CliRunner
 
@@ -25,12 +25,12 @@ from stages import evaluate, train
 from stages.cli import app
 from stages.lib import evaluation_tracking
 from stages.lib.classifier import EXPORT_FILE, export_classifier
-from stages.lib.config import ConfigError, Params, make_cell
+from stages.lib.config import ConfigError, Params
 from stages.lib.errors import StageError
 from stages.lib.paths import Paths
 from stages.lib.prepared import load_split, write_splits
 
-CELL = make_cell("relu", "glorot_uniform", "adam", 0)
+CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)  # the one cell of shrink()
 SHOWN = 9
 TEST_COUNT = 200
 

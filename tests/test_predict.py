@@ -12,16 +12,16 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 from PIL import Image
-from project import shrink
+from project import shrink, shrunk_cell
 from synthetic import idx_bytes, make_digits
 from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.lib.classifier import EXPORT_FILE, export_classifier
-from stages.lib.config import Params, make_cell
+from stages.lib.config import Params
 from stages.lib.paths import Paths
 
-CELL = make_cell("relu", "he_normal", "adam", 0)
+CELL = shrunk_cell("relu", "he_normal", "adam", 0)
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def build(
     `convergence` says whether the cells finished learning (stages/lib/study_convergence.py)."""
     train, confidence = params.train, params.report.confidence
     best, worst = best_and_worst(combinations)
-    counts = [len(train.activation), len(train.initializer), len(train.optimizer), len(train.seed)]
+    counts = [len(getattr(train, axis)) for axis in (*FACTORS, "seed")]
+    architectures = ", ".join(f"{n} {train.architectures[n]}" for n in train.architecture)
     patience = train.early_stopping_patience
     stopping = f"early stopping after {patience} epochs without a better validation loss"
     blocks: list[Block] = [
@@ -89,8 +90,8 @@ def build(
         Bullets(
             (
                 *(f"{f}: {', '.join(map(str, getattr(train, f)))}" for f in (*FACTORS, "seed")),
-                f"{len(cells)} cells = {' x '.join(map(str, counts))}; each: hidden layers "
-                f"{train.hidden_units}, dropout {train.dropout}, batch size {train.batch_size}, "
+                f"{len(cells)} cells = {' x '.join(map(str, counts))}; hidden layers of each "
+                f"architecture: {architectures}; each cell: "
                 f"up to {train.epochs} epochs" + (f", {stopping}" if patience else ""),
             )
         ),
