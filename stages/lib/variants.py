@@ -13,7 +13,7 @@ import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -124,6 +124,12 @@ class Variant(BaseModel):
 
     type: str
     settings: dict[str, Any]
+
+    @model_serializer
+    def _as_written(self) -> dict[str, Any]:
+        """Dumped as params.yaml writes it (`{type: adam, learning_rate: 0.1}`), so a dumped
+        Params validates again."""
+        return {"type": self.type, **self.settings}
 
 
 def suggest(name: str, valid: tuple[str, ...] | list[str], prefix: str = "") -> str:
