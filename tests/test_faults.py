@@ -100,7 +100,7 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
             distribute=distribute,
             steps_per_execution=steps,
         )
-    assert params["train"]["dropout"] == 0.0
+    assert params["train"]["dropout"] == [0.0]
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}
 
     two = on_devices(2, [roots["steps"], roots["mirrored"]], logs["two"])

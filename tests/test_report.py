@@ -325,8 +325,8 @@ def test_report_and_compare_on_real_train_and_evaluate_runs(project: Paths, tmp_
         activation=["relu", "tanh"],
         optimizer=["adam"],
         epochs=2,
-        hidden_units=[16],
-        batch_size=64,
+        architectures={"base": [16]},
+        batch_size=[64],
         steps_per_execution=1,
         diagnostics={"enabled": False, "probe_size": 32},
     )

@@ -16,6 +16,7 @@ import pandas as pd
 from stages.lib.config import FACTORS, Cell, ConfigError
 from stages.lib.paths import Paths
 
+DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
 # reports/train/<key>/metrics.json and reports/evaluate/metrics/<key>.json keys the report reads.
 TRAIN_KEYS: tuple[str, ...] = (
     "best_val_accuracy",

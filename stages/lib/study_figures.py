@@ -56,7 +56,8 @@ def save_main_effects(effects: pd.DataFrame, confidence: float, target: Path) ->
 def save_interactions(
     combinations: pd.DataFrame, levels: dict[str, Sequence[str]], target: Path
 ) -> None:
-    """Activation x initializer heatmaps of mean test accuracy, one panel per optimizer."""
+    """Activation x initializer heatmaps of mean test accuracy, one panel per optimizer (each
+    mean over the combinations' other factors: architecture, batch size, dropout)."""
     optimizers = levels["optimizer"]
     activations, initializers = levels["activation"], levels["initializer"]
     width = max(4.0, 0.9 * len(initializers) + 2.0)
@@ -67,7 +68,9 @@ def save_interactions(
     image = None
     for axis, optimizer in zip(axes, optimizers, strict=True):
         rows = combinations[combinations["optimizer"] == optimizer]
-        grid = rows.pivot(index="activation", columns="initializer", values="test_accuracy_mean")
+        grid = rows.pivot_table(
+            index="activation", columns="initializer", values="test_accuracy_mean", aggfunc="mean"
+        )
         grid = grid.reindex(index=list(activations), columns=list(initializers))
         image = axis.imshow(grid.to_numpy(), cmap=ACCURACY_MAP, vmin=low, vmax=high, aspect="auto")
         annotate_cells(axis, grid.to_numpy(), low, high, "{:.2%}")
@@ -78,7 +81,9 @@ def save_interactions(
         axis.set_title(f"optimizer: {optimizer}")
     if image is not None:
         figure.colorbar(image, ax=list(axes), label="Mean test accuracy", format="{x:.1%}")
-    figure.suptitle("Interactions: mean test accuracy of each combination (over seeds)")
+    figure.suptitle(
+        "Interactions: mean test accuracy of each combination (over seeds and other factors)"
+    )
     save(figure, target)
 
 
