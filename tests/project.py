@@ -23,6 +23,8 @@ COPIED += ("reports/evaluate/.gitignore",)  # DVC's own entries for evaluate's c
 # The shrunk grid's one architecture and its one batch size and dropout.
 TINY: dict[str, Any] = {"architecture": "tiny", "batch_size": 64, "dropout": 0.0}
 TINY_UNITS = [16]
+# `mlpstudy train` options for the axes of TINY.
+TINY_OPTIONS = [f"--{axis.replace('_', '-')}={value}" for axis, value in TINY.items()]
 
 
 def shrink(params: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from project import (
     BIN,
     TINY,
+    TINY_OPTIONS,
     dvc,
     dvc_json,
     git,
@@ -115,7 +116,7 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     paths = Paths.at(project)
     command = ["train", "--activation", "relu", "--initializer", "glorot_uniform"]
-    command += ["--optimizer", "adam", "--seed", "0"]
+    command += ["--optimizer", "adam", *TINY_OPTIONS, "--seed", "0"]
 
     started = time.monotonic()
     result = processes.run(
