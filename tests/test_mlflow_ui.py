@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, free_port
 from mlflow.tracking import MlflowClient
-from project import BIN, dvc, make_project, shrink
+from project import BIN, dvc, make_project, shrink, shrunk_cell
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ SHOTS = Path(os.environ.get("MLPSTUDY_TEST_ARTIFACTS", PROJECT_ROOT / ".test-art
 README_SHOTS = {"runs-grouped.png", "charts-grouped.png"}  # docs/images/ (README)
 WAIT_MS = 30_000
 ML = "workflowType=machine_learning"  # the UI's model-training views (see stages/lib/study_ui.py)
-CELLS = [f"{a}-glorot_uniform-adam-{s}" for a in ("relu", "tanh") for s in (0, 1)]
+CELLS = [shrunk_cell(a, "glorot_uniform", "adam", s).key for a in ("relu", "tanh") for s in (0, 1)]
 
 
 def two_by_two(params: dict) -> None:
