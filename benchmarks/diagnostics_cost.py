@@ -74,7 +74,9 @@ def main() -> None:
 
     def timed_fit(with_diagnostics: bool) -> float:
         model = build_model(
-            train.hidden_units, train.steps_per_execution, train.optimizers.adam.learning_rate
+            train.architectures[train.architecture[0]],
+            train.steps_per_execution,
+            train.optimizers["adam"].settings["learning_rate"],
         )
         callbacks = []
         if with_diagnostics:
@@ -87,7 +89,7 @@ def main() -> None:
             callbacks.append(TimedDiagnostics(images[probe], labels[probe], ACTIVATION, on_measure))
         start = time.perf_counter()
         model.fit(
-            images, labels, batch_size=train.batch_size, epochs=args.epochs,
+            images, labels, batch_size=train.batch_size[0], epochs=args.epochs,
             callbacks=callbacks, verbose=0,
         )  # fmt: skip
         return time.perf_counter() - start

@@ -70,14 +70,15 @@ def epoch_clock() -> Any:
 
 
 def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
-    from stages.lib.core.config import load_params, make_cell
+    from stages.lib.core.config import grid, load_params
     from stages.lib.core.paths import Paths
     from stages.lib.data.prepared import load_split
 
     paths = Paths.at(scratch)
     params = load_params(paths.params)
-    activation, initializer, optimizer, seed = cell_key.rsplit("-", 3)
-    cell = make_cell(activation, initializer, optimizer, int(seed))
+    base, seed = cell_key.rsplit("-", 1)  # trial r trains seed r, in the grid or not
+    same = (cell for cell in grid(params.train) if cell.key.rsplit("-", 1)[0] == base)
+    cell = next(same).model_copy(update={"seed": int(seed)})
     clock = epoch_clock()
     result: dict[str, Any] = {}
     if kind == "plain":
@@ -95,7 +96,7 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
         model.fit(
             images,
             labels,
-            batch_size=params.train.batch_size,
+            batch_size=cell.batch_size,
             epochs=params.train.epochs,
             validation_data=load_split(paths, "validation"),
             callbacks=[clock],
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cell", default="relu-he_normal-adam-0")
+    parser.add_argument("--cell", default="relu-he_normal-adam-base-256-0.0-0")
     parser.add_argument("--trial", choices=("plain", "project", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,7 +249,8 @@ def floor_trial(scratch: Path) -> dict[str, float]:
 
     paths = Paths.at(scratch)
     train = load_params(paths.params).train
-    sizes = [int(np.prod(IMAGE_SHAPE)), *train.hidden_units, NUM_CLASSES]
+    hidden_units = train.architectures[train.architecture[0]]  # the grid's first architecture
+    sizes = [int(np.prod(IMAGE_SHAPE)), *hidden_units, NUM_CLASSES]
     weights = sum(a * b for a, b in itertools.pairwise(sizes))
     n_train = len(load_split(paths, "train")[1])
     n_validation = len(load_split(paths, "validation")[1])

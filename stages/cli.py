@@ -29,6 +29,9 @@ ROOT = typer.Option(Path("."), "--root", help="Project root (holds params.yaml).
 ACTIVATION = typer.Option(..., help="Activation of the hidden layers.")
 INITIALIZER = typer.Option(..., help="Initializer of the hidden layers' kernels.")
 OPTIMIZER = typer.Option(..., help="Optimizer.")
+ARCHITECTURE = typer.Option(..., help="Hidden layers: a name from train.architectures.")
+BATCH_SIZE = typer.Option(..., "--batch-size", help="Examples per training step.")
+DROPOUT = typer.Option(..., help="Dropout rate after each hidden layer, 0 <= dropout < 1.")
 SEED = typer.Option(..., help="Replicate seed (weights, shuffling, dropout).")
 
 
@@ -81,6 +84,9 @@ def train(
     activation: str = ACTIVATION,
     initializer: str = INITIALIZER,
     optimizer: str = OPTIMIZER,
+    architecture: str = ARCHITECTURE,
+    batch_size: int = BATCH_SIZE,
+    dropout: float = DROPOUT,
     seed: int = SEED,
     root: Path = ROOT,
 ) -> None:
@@ -91,7 +97,16 @@ def train(
     """
     with _user_errors():
         params, paths = _setup(root)
-        cell = make_cell(activation, initializer, optimizer, seed)
+        cell = make_cell(
+            params.train,
+            activation=activation,
+            initializer=initializer,
+            optimizer=optimizer,
+            architecture=architecture,
+            batch_size=batch_size,
+            dropout=dropout,
+            seed=seed,
+        )
         from stages.lib.training import train_client
 
         code = train_client.train(params, cell, paths, _train_here)
@@ -146,7 +161,7 @@ def predict(
     cell: str | None = typer.Option(
         None,
         "--cell",
-        help="Use data/exported/<cell>/classifier.keras, e.g. relu-he_normal-adam-0.",
+        help="Use data/exported/<cell>/classifier.keras, e.g. relu-he_normal-adam-base-256-0.0-0.",
     ),
     model: Path | None = typer.Option(None, "--model", help="Use this Keras model file instead."),
     invert: bool = typer.Option(

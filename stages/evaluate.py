@@ -48,9 +48,8 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     outputs = paths.evaluate_outputs  # not reports/evaluate/ itself: DVC's .gitignore is there
     for folder in outputs:
         check_writable(folder, paths.root, "run `dvc repro evaluate` again")
-    from stages.lib.tracking import (
-        tracking,  # imports MLflow (~1 s): after the checks of local files
-    )
+    # imports MLflow (~1 s): after the checks of local files
+    from stages.lib.tracking import tracking
 
     experiment = tracking.open_experiment(params.study.name, paths, create=False)
     for key, run_id in run_ids.items():

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from stages.lib.core.atomic import atomic_path, write_json, write_text
+from stages.lib.core.cell_config import hyperparameters
 from stages.lib.core.config import Params, grid
 from stages.lib.core.paths import Paths
 from stages.lib.reporting import (
@@ -104,7 +105,7 @@ def draw_figures(
     train, confidence = params.train, params.report.confidence
     target = folder / FIGURES_FOLDER
     levels = {factor: study_comparisons.levels(cells, factor) for factor in FACTORS}
-    settings = {name: getattr(train.activations, name).model_dump() for name in train.activation}
+    settings = {name: hyperparameters(train, "activation", name) for name in train.activation}
     # name -> drawing, each called with its target file as the last argument.
     drawings: dict[str, Callable[[Path], None]] = {
         "main_effects.png": partial(study_figures.save_main_effects, effects, confidence),

@@ -70,7 +70,7 @@ def run(
         make_deterministic(cell.seed)
         with placement.scope():
             model = build_model(cell, train)
-            steps = steps_per_epoch(len(splits["train"][1]), train.batch_size)
+            steps = steps_per_epoch(len(splits["train"][1]), cell.batch_size)
             compile_model(model, cell, train, steps)
         config = effective_config(params, cell)
         # The checkpoint key also covers the Keras configuration the code builds from the
@@ -113,6 +113,7 @@ def run(
             "experiment_name": experiment.name,
             "model_uri": model_uri,
             "cell": {**cell.model_dump(), "key": cell.key},
+            "config": config,  # the effective configuration: every setting the cell trained with
             "config_digest": digest,
             "seconds": watch.seconds,  # this process's phases (without `outputs`' last write)
         }

@@ -15,9 +15,16 @@ import yaml
 from conftest import PROJECT_ROOT
 from synthetic import write_mirror
 
+from stages.lib.core.config import Cell
+
 BIN = Path(sys.executable).parent
 COPIED = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
 COPIED += ("reports/evaluate/.gitignore",)  # DVC's own entries for evaluate's cached plots
+# The shrunk grid's one architecture and its one batch size and dropout.
+TINY: dict[str, Any] = {"architecture": "tiny", "batch_size": 64, "dropout": 0.0}
+TINY_UNITS = [16]
+# `mlpstudy train` options for the axes of TINY.
+TINY_OPTIONS = [f"--{axis.replace('_', '-')}={value}" for axis, value in TINY.items()]
 
 
 def shrink(params: dict[str, Any]) -> None:
@@ -25,8 +32,19 @@ def shrink(params: dict[str, Any]) -> None:
     params["preprocess"]["validation_size"] = 100
     train = params["train"]
     train.update(activation=["relu"], initializer=["glorot_uniform"], optimizer=["adam"], seed=[0])
-    train.update(hidden_units=[16], epochs=1, batch_size=64, steps_per_execution=1)
+    train.update({axis: [value] for axis, value in TINY.items()})
+    train["architectures"] = {TINY["architecture"]: TINY_UNITS}
+    train.update(epochs=1, steps_per_execution=1)
     train["diagnostics"]["probe_size"] = 32
+
+
+def shrunk_cell(activation: str, initializer: str, optimizer: str, seed: int, **axes: Any) -> Cell:
+    """A cell of the shrunk grid's shape: TINY's architecture, batch size and dropout unless
+    `axes` say otherwise."""
+    values = {**TINY, **axes}
+    return Cell(
+        activation=activation, initializer=initializer, optimizer=optimizer, seed=seed, **values
+    )
 
 
 def make_project(

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.lib.core.cell_config import effective_config, flat_params
-from stages.lib.core.config import Cell, Params, grid, load_params
+from stages.lib.core.config import AXES, Cell, Params, grid, load_params
 from stages.lib.core.paths import Paths
 from stages.lib.evaluation.evaluation_tracking import log_changed_metrics
 from stages.lib.reporting import compare, compare_view
@@ -117,13 +117,13 @@ def test_one_row_per_cell_run_without_the_report_run(project) -> None:
     table = compare.load_runs(f"sqlite:///{paths.mlflow_db}", STUDY)
     assert len(table) == 9
     assert set(table["run_id"]) == set(ids.values()) - {ids["report"]}
-    assert table.columns[:5].tolist() == ["cell", "activation", "initializer", "optimizer", "seed"]
-    row = table[table["run_id"] == ids["tanh-he_normal-sgd-1"]].iloc[0]
+    assert table.columns[:8].tolist() == ["cell", *AXES]
+    row = table[table["run_id"] == ids["tanh-he_normal-sgd-base-256-0.0-1"]].iloc[0]
     assert (row["activation"], row["optimizer"], row["seed"]) == ("tanh", "sgd", 1)
     assert row["test/accuracy"] == pytest.approx(0.952)
     assert row["best_val_accuracy"] == pytest.approx(0.951)
     assert row["train_seconds"] == pytest.approx(11.0)
-    sgd_rate = str(small_params().train.optimizers.sgd.learning_rate)
+    sgd_rate = str(small_params().train.optimizers["sgd"].settings["learning_rate"])
     assert row["optimizer.learning_rate"] == sgd_rate  # every param is a column (CSV, --where)
     assert table.iloc[0]["run_id"] == ids["rerun"]  # newest first
     empty = compare.load_runs(f"sqlite:///{paths.mlflow_db}", "another-study")
@@ -136,18 +136,18 @@ def test_filters_sort_and_latest(project) -> None:
     relu = compare_view.select(table, ["activation=relu"])
     assert set(relu["activation"]) == {"relu"} and len(relu) == 5
     both = compare_view.select(table, ["activation=relu", "optimizer=sgd", "seed=1"])
-    assert both["cell"].tolist() == ["relu-he_normal-sgd-1"]
+    assert both["cell"].tolist() == ["relu-he_normal-sgd-base-256-0.0-1"]
     either = compare_view.select(table, ["optimizer=sgd", "optimizer=adam", "activation=tanh"])
     assert len(either) == 4
     ranked = compare_view.select(table)
     assert ranked["test/accuracy"].is_monotonic_decreasing
-    assert ranked.iloc[0]["cell"] == "relu-he_normal-adam-1"
+    assert ranked.iloc[0]["cell"] == "relu-he_normal-adam-base-256-0.0-1"
     assert ranked.iloc[-1]["run_id"] == ids["rerun"]
     ascending = compare_view.select(table, sort="train_seconds", ascending=True)
     assert ascending["train_seconds"].is_monotonic_increasing
     latest = compare_view.select(table, latest=True)
     assert len(latest) == 8 and ids["rerun"] in set(latest["run_id"])
-    assert ids["relu-he_normal-adam-0"] not in set(latest["run_id"])
+    assert ids["relu-he_normal-adam-base-256-0.0-0"] not in set(latest["run_id"])
 
 
 def test_cli_defaults_to_params_and_the_root_store_and_writes_csv(
@@ -160,12 +160,36 @@ def test_cli_defaults_to_params_and_the_root_store_and_writes_csv(
     )
     assert code == 0, output
     assert f"{STUDY}: 4 of 9 cell runs" in output
-    assert "tanh-he_normal-adam-1" in output and "relu-he_normal" not in output
+    assert "tanh-he_normal-adam-base-256-0.0-1" in output and "relu-he_normal" not in output
     assert "0.9620" in output  # tanh / adam / seed 1, shown to 4 decimals
     written = pd.read_csv(out)
     assert len(written) == 4 and set(written["activation"]) == {"tanh"}
     assert written["test/accuracy"].tolist() == pytest.approx([0.962, 0.96, 0.952, 0.95])
     assert "optimizer.learning_rate" in written.columns
+
+
+def test_where_filters_and_shows_any_axis_of_the_grid(no_env, tmp_path) -> None:
+    params = small_params()
+    axes = {"architecture": ["base", "wide"], "batch_size": [64, 256], "dropout": [0.0, 0.25]}
+    train = params.train.model_copy(update={"activation": ["relu"], "optimizer": ["adam"], **axes})
+    params = params.model_copy(update={"train": train})
+    paths = Paths.at(tmp_path)
+    experiment = tracking.open_experiment(STUDY, paths)
+    for cell in grid(params.train):
+        log_cell(experiment, params, cell, accuracy_of(cell))
+    uri = f"sqlite:///{paths.mlflow_db}"
+    table = compare.load_runs(uri, STUDY)
+
+    wide = compare_view.select(table, ["architecture=wide", "batch_size=64", "dropout=0.25"])
+
+    assert wide["cell"].tolist() == [
+        "relu-he_normal-adam-wide-64-0.25-1",
+        "relu-he_normal-adam-wide-64-0.25-0",
+    ]
+    assert wide["hidden_units"].tolist() == ["[512]", "[512]"]
+    code, output = invoke("--study", STUDY, "--tracking-uri", uri, "--where", "architecture=wide")
+    assert code == 0, output
+    assert f"{STUDY}: 8 of 16 cell runs" in output and "relu-he_normal-adam-base" not in output
 
 
 def test_cli_works_without_params_yaml(project, no_env, tmp_path) -> None:

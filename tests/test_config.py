@@ -10,8 +10,18 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.core.config import ConfigError, grid, grid_axes, load_params, make_cell
-from stages.lib.reporting.cell_results import FACTORS
+from stages.lib.core.config import (
+    AXES,
+    FACTORS,
+    ConfigError,
+    Params,
+    grid,
+    grid_axes,
+    load_params,
+    make_cell,
+)
+from stages.lib.core.keras_defaults import DEFAULTS
+from stages.lib.core.variants import TYPES
 
 
 def write(tmp_path: Path, params: dict[str, Any]) -> Path:
@@ -28,10 +38,8 @@ def test_real_params_are_valid_and_the_default_grid_answers_the_question(real_pa
     assert len(params.train.optimizer) >= 2
     assert len(params.train.seed) >= 3
     assert len(cells) == len({cell.key for cell in cells})
-    assert cells[0].key == "-".join(
-        str(real_params_dict["train"][factor][0])
-        for factor in ("activation", "initializer", "optimizer", "seed")
-    )
+    assert cells[0].key == "-".join(str(real_params_dict["train"][axis][0]) for axis in AXES)
+    assert cells[0].key == "relu-glorot_uniform-sgd-base-256-0.0-0"
 
 
 BAD = [
@@ -46,12 +54,70 @@ BAD = [
     (lambda p: p["train"].update(epoch=3), ["unknown key 'train.epoch'", "'train.epochs'"]),
     (
         lambda p: p["train"]["optimizers"]["adam"].update(lerning_rate=0.1),
-        ["'train.optimizers.adam.lerning_rate'", "'train.optimizers.adam.learning_rate'"],
+        [
+            "train.optimizers.adam.lerning_rate: not a setting of adam",
+            "(did you mean 'learning_rate'?)",
+            "allowed: learning_rate, beta_1, beta_2",
+        ],
     ),
+    (
+        lambda p: p["train"]["optimizers"].update(adam_slow={"type": "adam", "momentum": 0.9}),
+        [
+            "train.optimizers.adam_slow.momentum: not a setting of adam; "
+            "allowed: learning_rate, beta_1, beta_2"
+        ],
+    ),
+    (
+        lambda p: p["train"]["optimizers"].update(fast={"type": "adamm"}),
+        [
+            "train.optimizers.fast.type: 'adamm' is not a supported type (did you mean 'adam'?)",
+            "allowed types: sgd, rmsprop, adagrad, adam, adamw, nadam",
+        ],
+    ),
+    (
+        lambda p: p["train"]["optimizers"].update(fancy={"learning_rate": 0.1}),
+        ["train.optimizers.fancy: 'fancy'", "without `type`, the name is the type", "adamw"],
+    ),
+    (
+        lambda p: p["train"]["activations"]["relu"].update(alpha=1.0),
+        ["train.activations.relu.alpha: not a setting of relu; allowed: none"],
+    ),
+    (
+        lambda p: p["train"]["initializers"].update(tiny={"type": "random_normal", "stddev": -1}),
+        ["train.initializers.tiny.stddev", "greater than 0", "-1"],
+    ),
+    (
+        lambda p: p["train"]["optimizers"].update({"adam-slow": {"type": "adam"}}),
+        ["train.optimizers.adam-slow", "not a valid name", "no - or ."],
+    ),
+    (
+        lambda p: p["train"]["architectures"].update({"wide.2": [8]}),
+        ["train.architectures.wide.2", "not a valid name"],
+    ),
+    (
+        lambda p: p["train"].update(optimizer=["adam", "adam_fast"]),
+        ["train.optimizer: 'adam_fast' is not defined in train.optimizers", "sgd_plain"],
+    ),
+    (
+        lambda p: p["train"].update(architecture=["base", "huge"]),
+        ["train.architecture: 'huge' is not defined in train.architectures", "defined: ", "wide"],
+    ),
+    (
+        lambda p: p["train"]["architectures"].update(base=[256, 0]),
+        ["train.architectures.base[1]", "greater than or equal to 1", "0"],
+    ),
+    (
+        lambda p: p["train"]["architectures"].update(base=[]),
+        ["train.architectures.base", "at least 1"],
+    ),
+    (lambda p: p["train"].update(batch_size=[0]), ["train.batch_size", "0"]),
+    (lambda p: p["train"].update(batch_size=[64, 64]), ["train.batch_size", "unique", "64"]),
+    (lambda p: p["train"].update(dropout=[0.0, 0.0]), ["train.dropout", "unique", "0.0"]),
+    (lambda p: p["train"].update(dropout=[0]), ["train.dropout", "0 is an integer", "0.0"]),
+    (lambda p: p["train"].update(dropout=[-0.1]), ["train.dropout", "-0.1"]),
+    (lambda p: p["train"].update(hidden_units=[256]), ["unknown key 'train.hidden_units'"]),
     (lambda p: p["train"].update(epochs=0), ["train.epochs", "greater than or equal to 1", "0"]),
     (lambda p: p["train"].update(epochs=-3), ["train.epochs", "-3"]),
-    (lambda p: p["train"].update(batch_size=0), ["train.batch_size", "0"]),
-    (lambda p: p["train"].update(hidden_units=[]), ["train.hidden_units", "at least 1"]),
     (
         lambda p: p["train"]["optimizers"]["sgd"].update(learning_rate=0),
         ["learning_rate", "greater than 0"],
@@ -62,7 +128,7 @@ BAD = [
     ),
     (lambda p: p["train"].update(seed=[0, 1, 1]), ["train.seed", "unique", "1"]),
     (lambda p: p["train"].update(activation=[]), ["train.activation", "at least 1"]),
-    (lambda p: p["train"].update(dropout=1.5), ["train.dropout", "1.5"]),
+    (lambda p: p["train"].update(dropout=[1.5]), ["train.dropout", "1.5"]),
     (lambda p: p["train"].update(device="tpu"), ["train.device", "'tpu'", "auto, cpu, gpu"]),
     (lambda p: p["download"].update(mirrors=["ftp://x/"]), ["download.mirrors", "ftp://x/"]),
     (
@@ -126,12 +192,79 @@ def test_interaction_panels_are_optional(tmp_path, real_params_dict):
     assert grid_axes() == FACTORS
 
 
-def test_command_line_cells_are_checked_like_params():
-    with pytest.raises(ConfigError, match=r"'sigmod' is not supported .*'sigmoid'"):
-        make_cell("sigmod", "he_normal", "adam", 0)
-    with pytest.raises(ConfigError, match="seed: -1"):
-        make_cell("relu", "he_normal", "adam", -1)
-    assert make_cell("relu", "he_normal", "adam", 3).key == "relu-he_normal-adam-3"
+CLI_CELL = {
+    "activation": "relu",
+    "initializer": "he_normal",
+    "optimizer": "adam",
+    "architecture": "base",
+    "batch_size": 256,
+    "dropout": 0.0,
+    "seed": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"activation": "sigmod"}, "activation: 'sigmod' is not defined in train.activations "
+         "(did you mean 'sigmoid'?); defined: relu, "),
+        ({"architecture": "wdie"}, "architecture: 'wdie' is not defined in train.architectures "
+         "(did you mean 'wide'?); defined: base, wide, deep"),
+        ({"seed": -1}, "seed: -1 is not allowed; a seed is an integer >= 0"),
+        ({"batch_size": 0}, "batch_size: 0 is not allowed; a batch size is an integer >= 1"),
+        ({"dropout": 1.0}, "dropout: 1.0 is not allowed; dropout is a fraction, 0 <= dropout < 1"),
+    ],
+)  # fmt: skip
+def test_command_line_cells_are_checked_like_params(real_params_dict, change, message):
+    train = Params.model_validate(real_params_dict).train
+
+    with pytest.raises(ConfigError) as caught:
+        make_cell(train, **{**CLI_CELL, **change})
+
+    assert str(caught.value).startswith(message)
+
+
+def test_a_command_line_cell_has_its_key_and_may_be_outside_the_grid(real_params_dict):
+    train = Params.model_validate(real_params_dict).train
+    values = {**CLI_CELL, "optimizer": "adam_slow", "dropout": 0.25}
+
+    cell = make_cell(train, **values)
+
+    assert cell.key == "relu-he_normal-adam_slow-base-256-0.25-3"
+    assert cell.model_dump() == values
+
+
+def test_a_variant_keeps_only_its_given_settings_and_its_type(tmp_path, real_params_dict):
+    real_params_dict["train"]["optimizers"]["adam_slow"] = {"type": "adam", "learning_rate": 1e-4}
+    real_params_dict["train"]["optimizers"]["adam"] = {"beta_1": 0.8}  # no type: the name is it
+
+    optimizers = load_params(write(tmp_path, real_params_dict)).train.optimizers
+
+    assert (optimizers["adam_slow"].type, optimizers["adam_slow"].settings) == (
+        "adam",
+        {"learning_rate": 1e-4},
+    )
+    assert (optimizers["adam"].type, optimizers["adam"].settings) == ("adam", {"beta_1": 0.8})
+
+
+def keras_default(field: str, kind: str, setting: str) -> Any:
+    import keras
+
+    if field == "optimizers":
+        return keras.optimizers.get(kind).get_config()[setting]
+    if field == "initializers":
+        return keras.initializers.get(kind).get_config()[setting]
+    layers = {"leaky_relu": keras.layers.LeakyReLU, "elu": keras.layers.ELU}
+    return getattr(layers[kind](), setting)
+
+
+def test_the_default_table_states_keras_own_default_of_every_setting():
+    for field, types in TYPES.items():
+        assert set(DEFAULTS[field]) == set(types), field
+        for kind, schema in types.items():
+            assert set(DEFAULTS[field][kind]) == set(schema.model_fields), (field, kind)
+            for setting, value in DEFAULTS[field][kind].items():
+                assert keras_default(field, kind, setting) == pytest.approx(value), (kind, setting)
 
 
 @pytest.mark.parametrize("command", ["download", "preprocess", "evaluate", "report"])
@@ -147,6 +280,9 @@ def test_every_stage_stops_with_exit_2_on_bad_params(tmp_path, real_params_dict,
 def test_train_command_rejects_an_unknown_optimizer_before_training(tmp_path, real_params_dict):
     write(tmp_path, real_params_dict)
     args = ["train", "--activation", "relu", "--initializer", "he_normal", "--optimizer", "adamm"]
+    args += ["--architecture", "base", "--batch-size", "256", "--dropout", "0.0"]
     result = CliRunner().invoke(app, [*args, "--seed", "0", "--root", str(tmp_path)])
     assert result.exit_code == 2
-    assert "'adamm' is not supported (did you mean 'adam'?)" in result.output
+    assert "optimizer: 'adamm' is not defined in train.optimizers (did you mean 'adam'?)" in (
+        result.output
+    )

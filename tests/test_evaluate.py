@@ -17,20 +17,20 @@ import yaml
 from conftest import PROJECT_ROOT
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from project import shrink
+from project import shrink, shrunk_cell
 from synthetic import make_digits
 from typer.testing import CliRunner
 
 from stages import evaluate, train
 from stages.cli import app
-from stages.lib.core.config import ConfigError, Params, make_cell
+from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split, write_splits
 from stages.lib.evaluation import evaluation_tracking
 from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
 
-CELL = make_cell("relu", "glorot_uniform", "adam", 0)
+CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)  # the one cell of shrink()
 SHOWN = 9
 TEST_COUNT = 200
 

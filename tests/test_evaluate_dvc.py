@@ -17,7 +17,7 @@ from stages.lib.evaluation.classifier import EXPORT_FILE
 
 pytestmark = pytest.mark.slow
 
-CELL = "relu-glorot_uniform-adam-0"  # the one cell of tests/project.py's shrunk grid
+CELL = "relu-glorot_uniform-adam-tiny-64-0.0-0"  # the one cell of shrink()'s grid
 
 
 def cache_objects(project: Path) -> set[str]:

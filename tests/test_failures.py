@@ -25,6 +25,7 @@ import processes
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from project import TINY_OPTIONS
 from test_evaluate import CELL, tiny_params, write_project
 from typer.testing import CliRunner
 
@@ -119,7 +120,7 @@ def test_a_store_that_is_no_database_stops_every_stage_at_once(project, command)
     arguments = [command]
     if command == "train":
         arguments += ["--activation", "relu", "--initializer", "glorot_uniform"]
-        arguments += ["--optimizer", "adam", "--seed", "0"]
+        arguments += ["--optimizer", "adam", *TINY_OPTIONS, "--seed", "0"]
 
     started = time.monotonic()
     result = cli(project, *arguments)
@@ -246,6 +247,7 @@ def test_a_store_locked_mid_training_fails_the_run_once_the_lock_is_gone(project
     client = MlflowClient(uri)
     command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
     command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]
+    command += TINY_OPTIONS
     trainer = processes.spawn(
         [*command, "--root", project.root],
         log=tmp_path / "train.out",
@@ -403,6 +405,7 @@ def test_a_full_disk_mid_training_leaves_the_run_failed_not_running(project, sma
     fill(small_disk, keep=16384)  # room for the run file, not for the first epoch's checkpoint
     command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
     command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]
+    command += TINY_OPTIONS
 
     result = processes.run(
         [*command, "--root", moved], env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300

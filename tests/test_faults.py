@@ -17,12 +17,13 @@ import numpy as np
 import processes
 import pytest
 from mlflow.tracking import MlflowClient
+from project import shrunk_cell
 from test_train import CELL, METRIC_KEYS, clean_environment, make_project, train_command
 from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.lib.core.atomic import check_writable
-from stages.lib.core.config import ConfigError, make_cell
+from stages.lib.core.config import ConfigError
 from stages.lib.core.paths import Paths
 
 # Splits the CPU into argv[1] logical devices (before TensorFlow initialises, hence a fresh
@@ -99,7 +100,7 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
             distribute=distribute,
             steps_per_execution=steps,
         )
-    assert params["train"]["dropout"] == 0.0
+    assert params["train"]["dropout"] == [0.0]
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}
 
     two = on_devices(2, [roots["steps"], roots["mirrored"]], logs["two"])
@@ -139,7 +140,7 @@ def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real
     root = tmp_path / "project"
     params = make_project(root, real_params_dict, epochs=epochs)
     paths = Paths.at(root)
-    cells = [CELL, make_cell("tanh", "glorot_uniform", "sgd", 1)]
+    cells = [CELL, shrunk_cell("tanh", "glorot_uniform", "sgd", 1)]
     logs = [tmp_path / f"{cell.key}.log" for cell in cells]
     # Two processes of their own (one warm training process would train them in turn), as when
     # queued experiments of one machine share a store.

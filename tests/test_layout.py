@@ -9,7 +9,7 @@ from conftest import PROJECT_ROOT
 from typer.main import get_command
 
 from stages.cli import app
-from stages.lib.core.config import Params
+from stages.lib.core.config import AXES, NAMED, Params
 from stages.lib.core.paths import Paths
 
 DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
@@ -64,20 +64,24 @@ def test_outputs_match_the_paths_module():
 
 def test_train_cells_declare_every_value_that_defines_them():
     train = DVC["stages"]["train"]
-    factors = ("activation", "initializer", "optimizer", "seed")
-    assert train["matrix"] == {f: f"${{train.{f}}}" for f in factors}
-    for factor in factors:
-        assert f"--{factor} ${{item.{factor}}}" in train["cmd"]
+    assert list(train["matrix"].items()) == [(axis, f"${{train.{axis}}}") for axis in AXES]
+    for axis in AXES:
+        assert f"--{axis.replace('_', '-')} ${{item.{axis}}}" in train["cmd"]
+    maps = set(NAMED.values())
     shared = {f"train.{name}" for name in Params.model_fields["train"].annotation.model_fields}
-    shared -= {f"train.{f}" for f in (*factors, "activations", "initializers", "optimizers")}
+    shared -= {f"train.{name}" for name in (*AXES, *maps)}
     assert shared <= set(train["params"])
-    for per_name in ("activation", "initializer", "optimizer"):
-        assert f"train.{per_name}s.${{item.{per_name}}}" in train["params"]
+    for factor, field in NAMED.items():  # each cell reads only the entries of its own names
+        assert f"train.{field}.${{item.{factor}}}" in train["params"]
+    # The lists (batch sizes and dropouts too: their values come on the command line) and the
+    # whole maps are not a cell's params: adding a value must not re-train the other cells.
+    assert not {f"train.{name}" for name in (*AXES, *maps)} & set(train["params"])
 
 
 # Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
 # change what a stage computes, so they are not deps (editing one must not re-run the grid).
-PLUMBING = {"stages/lib/core/config.py", "stages/lib/core/paths.py", "stages/lib/core/errors.py"}
+PLUMBING = {"stages/lib/core/config.py", "stages/lib/core/variants.py", "stages/lib/core/paths.py"}
+PLUMBING |= {"stages/lib/core/errors.py"}
 PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
 
 

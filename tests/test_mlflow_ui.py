@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, free_port
 from mlflow.tracking import MlflowClient
-from project import BIN, dvc, make_project, shrink
+from project import BIN, dvc, make_project, shrink, shrunk_cell
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ README_SHOTS = {"runs-grouped.png", "charts-grouped.png"}  # docs/images/ (READM
 WAIT_MS = 30_000
 # The UI's model-training views (see stages/lib/tracking/study_ui.py).
 ML = "workflowType=machine_learning"
-CELLS = [f"{a}-glorot_uniform-adam-{s}" for a in ("relu", "tanh") for s in (0, 1)]
+CELLS = [shrunk_cell(a, "glorot_uniform", "adam", s).key for a in ("relu", "tanh") for s in (0, 1)]
 
 
 def two_by_two(params: dict) -> None:
@@ -195,7 +195,7 @@ def see_the_study(page, link: str, parent: str, runs: dict, experiment_id: str) 
 
 
 def test_a_new_grid_revision_holds_reused_and_new_cells_and_the_old_parent_goes(tmp_path) -> None:
-    project, env = make_project(tmp_path)  # one cell: relu-glorot_uniform-adam-0
+    project, env = make_project(tmp_path)  # one cell, seed 0
     dvc(project, env, "repro")
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
@@ -217,14 +217,17 @@ def test_a_new_grid_revision_holds_reused_and_new_cells_and_the_old_parent_goes(
         if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     assert set(children) == {
-        "relu-glorot_uniform-adam-0",
-        "relu-glorot_uniform-adam-1",
+        "relu-glorot_uniform-adam-tiny-64-0.0-0",
+        "relu-glorot_uniform-adam-tiny-64-0.0-1",
         "study-report",
     }
-    cell = children["relu-glorot_uniform-adam-1"]
+    cell = children["relu-glorot_uniform-adam-tiny-64-0.0-1"]
     assert cell["activation"] == "relu" and cell["seed"] == "1"
     assert cell["mlflow.source.name"].startswith("mlpstudy train --activation relu")
-    assert cell["mlflow.note.content"].startswith("Cell relu-glorot_uniform-adam-1 of ")
+    note = cell["mlflow.note.content"]
+    assert note.startswith("Cell relu-glorot_uniform-adam-tiny-64-0.0-1 of ")
+    assert "architecture tiny, batch size 64, dropout 0.0, seed 1" in note
+    assert (cell["architecture"], cell["batch_size"], cell["dropout"]) == ("tiny", "64", "0.0")
     assert children["study-report"]["mlflow.source.name"] == "mlpstudy report"
     described = client.get_experiment(experiment.experiment_id).tags["mlflow.note.content"]
     assert "seed: 0, 1 (2 cells)" in described

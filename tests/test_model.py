@@ -7,8 +7,11 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from project import TINY, TINY_UNITS, shrunk_cell
 
-from stages.lib.core.config import INITIALIZERS, OPTIMIZERS, Params, make_cell
+from stages.lib.core.cell_config import hyperparameters
+from stages.lib.core.config import Params
+from stages.lib.core.variants import TYPES
 from stages.lib.training.model import (
     build_model,
     compile_model,
@@ -19,9 +22,13 @@ from stages.lib.training.model import (
 )
 
 
-def params_with(real_params_dict: dict[str, Any], **train: Any) -> Params:
-    """The real params.yaml with some train settings replaced (validated like the real file)."""
+def params_with(
+    real_params_dict: dict[str, Any], hidden_units: list[int] = TINY_UNITS, **train: Any
+) -> Params:
+    """The real params.yaml with some train settings replaced (validated like the real file);
+    the cells of shrunk_cell() build `hidden_units`."""
     real_params_dict["train"].update(train)
+    real_params_dict["train"]["architectures"][TINY["architecture"]] = hidden_units
     return Params.model_validate(real_params_dict)
 
 
@@ -31,7 +38,7 @@ def kernels(model: keras.Model) -> list[np.ndarray]:
 
 def test_model_takes_uint8_images_and_gives_ten_logits_with_named_layers(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[32, 16])
-    model = build_model(make_cell("relu", "he_normal", "adam", 0), params.train)
+    model = build_model(shrunk_cell("relu", "he_normal", "adam", 0), params.train)
 
     assert model.inputs[0].dtype == "uint8"
     assert tuple(model.inputs[0].shape) == (None, 28, 28)
@@ -45,7 +52,7 @@ def test_model_takes_uint8_images_and_gives_ten_logits_with_named_layers(real_pa
 
 def test_model_scales_pixels_itself(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[8])
-    model = build_model(make_cell("relu", "he_normal", "adam", 0), params.train)
+    model = build_model(shrunk_cell("relu", "he_normal", "adam", 0), params.train)
     scale = keras.Model(model.input, model.get_layer("scale").output)
 
     scaled = np.array(scale(np.full((1, 28, 28), 255, dtype=np.uint8)))
@@ -56,13 +63,13 @@ def test_model_scales_pixels_itself(real_params_dict):
 
 def test_initial_weights_depend_only_on_the_cell(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[16, 16])
-    cell = make_cell("tanh", "glorot_uniform", "sgd", 3)
+    cell = shrunk_cell("tanh", "glorot_uniform", "sgd", 3)
 
     first = kernels(build_model(cell, params.train))
     keras.utils.set_random_seed(12345)  # global random state must not matter
     np.random.default_rng(0).random(100)
     second = kernels(build_model(cell, params.train))
-    other_seed = kernels(build_model(make_cell("tanh", "glorot_uniform", "sgd", 4), params.train))
+    other_seed = kernels(build_model(shrunk_cell("tanh", "glorot_uniform", "sgd", 4), params.train))
 
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], other_seed[0])
@@ -70,7 +77,7 @@ def test_initial_weights_depend_only_on_the_cell(real_params_dict):
 
 def test_each_layer_draws_from_its_own_seed(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[16, 16, 16])
-    model = build_model(make_cell("relu", "he_normal", "adam", 0), params.train)
+    model = build_model(shrunk_cell("relu", "he_normal", "adam", 0), params.train)
 
     hidden_2, hidden_3 = (np.array(model.get_layer(n).kernel) for n in ("hidden_2", "hidden_3"))
     seeds = [model.get_layer(n).kernel_initializer.seed for n in ("hidden_1", "hidden_2", "logits")]
@@ -87,7 +94,7 @@ def test_parameterised_activations_take_params_and_survive_save_and_load(
     params = params_with(real_params_dict, hidden_units=[8])
     leaky = make_activation("leaky_relu", params.train, "hidden_1")
     elu = make_activation("elu", params.train, "hidden_1")
-    model = build_model(make_cell("leaky_relu", "he_normal", "adam", 0), params.train)
+    model = build_model(shrunk_cell("leaky_relu", "he_normal", "adam", 0), params.train)
     images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
 
     model.save(tmp_path / "model.keras")
@@ -108,7 +115,7 @@ def test_initializers_are_seeded_and_take_their_hyperparameters(real_params_dict
     )
     train = params_with(real_params_dict).train
 
-    for name in INITIALIZERS:
+    for name in TYPES["initializers"]:
         config = make_initializer(name, train, seed=7).get_config()
         assert name == "zeros" or config["seed"] == 7, name
     assert make_initializer("random_normal", train, 7).get_config()["stddev"] == 0.2
@@ -126,19 +133,47 @@ def test_optimizers_take_every_hyperparameter_from_params(real_params_dict):
     real_params_dict["train"]["optimizers"]["adamw"]["weight_decay"] = 0.01
     train = params_with(real_params_dict).train
 
-    for name in OPTIMIZERS:
+    for name in TYPES["optimizers"]:
         optimizer = make_optimizer(name, train)
-        expected = getattr(train.optimizers, name).model_dump()
+        expected = hyperparameters(train, "optimizer", name)
         config = optimizer.get_config()
         for key, value in expected.items():
-            assert config[key] == pytest.approx(value), (name, key)
+            if key != "type":
+                assert config[key] == pytest.approx(value), (name, key)
     sgd = make_optimizer("sgd", train)
     assert (sgd.momentum, sgd.nesterov) == (pytest.approx(0.5), True)
 
 
+def test_a_variant_builds_its_type_with_its_own_settings_and_keras_defaults(real_params_dict):
+    real_params_dict["train"]["optimizers"].update(
+        sgd_plain={"type": "sgd", "learning_rate": 0.2},
+        sgd_heavy={"type": "sgd", "momentum": 0.95, "nesterov": True},
+    )
+    real_params_dict["train"]["initializers"]["normal_tiny"] = {"type": "random_normal"}
+    real_params_dict["train"]["activations"]["leaky_steep"] = {"type": "leaky_relu"}
+    train = params_with(real_params_dict).train
+
+    plain, heavy = make_optimizer("sgd_plain", train), make_optimizer("sgd_heavy", train)
+
+    assert isinstance(plain, keras.optimizers.SGD) and plain.name == "sgd_plain"
+    assert float(plain.learning_rate) == pytest.approx(0.2)
+    assert (plain.momentum, plain.nesterov) == (0.0, False)  # Keras's defaults
+    assert (heavy.momentum, heavy.nesterov) == (pytest.approx(0.95), True)
+    assert float(heavy.learning_rate) == pytest.approx(0.01)  # Keras's default, not sgd's 0.1
+    normal = make_initializer("normal_tiny", train, 7).get_config()
+    assert normal["stddev"] == pytest.approx(0.05) and normal["seed"] == 7
+    leaky = make_activation("leaky_steep", train, "hidden_1")
+    assert isinstance(leaky, keras.layers.LeakyReLU)
+    assert leaky.negative_slope == pytest.approx(0.3)
+    model = build_model(shrunk_cell("leaky_steep", "normal_tiny", "sgd_heavy", 0), train)
+    compile_model(model, shrunk_cell("leaky_steep", "normal_tiny", "sgd_heavy", 0), train, 10)
+    assert model.optimizer.name == "sgd_heavy"
+    assert model.optimizer.momentum == pytest.approx(0.95)
+
+
 def test_compile_uses_logit_loss_accuracy_and_steps_per_execution(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[8], steps_per_execution=16)
-    cell = make_cell("relu", "he_normal", "adam", 0)
+    cell = shrunk_cell("relu", "he_normal", "adam", 0)
     model = build_model(cell, params.train)
 
     compile_model(model, cell, params.train, steps_per_epoch=96)
@@ -150,7 +185,7 @@ def test_compile_uses_logit_loss_accuracy_and_steps_per_execution(real_params_di
 
 def test_steps_per_execution_is_capped_at_one_epoch_and_divides_it(real_params_dict):
     params = params_with(real_params_dict, hidden_units=[8], steps_per_execution=1000)
-    cell = make_cell("relu", "he_normal", "adam", 0)
+    cell = shrunk_cell("relu", "he_normal", "adam", 0)
     model = build_model(cell, params.train)
 
     compile_model(model, cell, params.train, steps_per_epoch=7)
@@ -162,8 +197,8 @@ def test_steps_per_execution_is_capped_at_one_epoch_and_divides_it(real_params_d
 
 
 def test_dropout_adds_seeded_dropout_layers(real_params_dict):
-    params = params_with(real_params_dict, hidden_units=[8, 8], dropout=0.25)
-    model = build_model(make_cell("relu", "he_normal", "adam", 2), params.train)
+    params = params_with(real_params_dict, hidden_units=[8, 8])
+    model = build_model(shrunk_cell("relu", "he_normal", "adam", 2, dropout=0.25), params.train)
 
     dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
 
@@ -181,3 +216,14 @@ def test_unknown_names_are_rejected(real_params_dict):
         make_initializer("orthogonal", train, 0)
     with pytest.raises(ValueError, match="optimizer"):
         make_optimizer("lion", train)
+
+
+def test_the_cells_architecture_gives_the_hidden_layers(real_params_dict):
+    architectures = real_params_dict["train"]["architectures"]
+    train = params_with(real_params_dict).train
+
+    for name, units in architectures.items():
+        model = build_model(shrunk_cell("relu", "he_normal", "adam", 0, architecture=name), train)
+        hidden = [layer.units for layer in model.layers if layer.name.startswith("hidden_")]
+        assert hidden == units, name
+        assert not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)

@@ -12,16 +12,16 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 from PIL import Image
-from project import shrink
+from project import shrink, shrunk_cell
 from synthetic import idx_bytes, make_digits
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.lib.core.config import Params, make_cell
+from stages.lib.core.config import Params
 from stages.lib.core.paths import Paths
 from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
 
-CELL = make_cell("relu", "he_normal", "adam", 0)
+CELL = shrunk_cell("relu", "he_normal", "adam", 0)
 
 
 @pytest.fixture(scope="module")

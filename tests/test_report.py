@@ -272,9 +272,12 @@ def check_findings(folder: Path, summary: dict) -> None:
     top = markdown[: markdown.index("## The grid")]
     assert "- **Activation:** relu beats sigmoid by 17.00 points (95% CI 17.00 to 17.00" in top
     assert "; relu beats tanh by 2.00 points (95% CI 2.00 to 2.00, Holm p < 0.001, 4 matched" in top
-    assert "- **Initializer:** shared: he_normal (not compared)." in top
+    assert (
+        "- **Shared by every cell** (not compared): initializer he_normal, architecture base, "
+        "batch size 256, dropout 0.0." in top
+    )
     assert "- **Optimizer:** adam beats sgd by 1.00 points" in top
-    assert "- **Tied with the best** (`relu / he_normal / adam`): none;" in top
+    assert "- **Tied with the best** (`relu / adam`): none;" in top
     assert "## Differences between levels" in markdown
     page = (folder / "index.html").read_text()
     assert "<strong>Optimizer:</strong> adam beats sgd by 1.00 points" in page
@@ -341,7 +344,7 @@ def test_one_seed_leaves_intervals_undefined_and_diagnostics_off_drops_their_fig
     assert summary["best"]["test_accuracy_ci_low"] is None
     markdown = (project.study_report / "summary.md").read_text()
     assert "CI —" in markdown
-    assert "**Tied with the best** (`relu / he_normal / adam`): cannot be tested" in markdown
+    assert "**Tied with the best** (`relu / adam`): cannot be tested" in markdown
     assert "- **Optimizer:** adam beats sgd by 1.00 points" in markdown  # over 3 activations
     names = {path.name for path in (project.study_report / "figures").iterdir()}
     assert names == FIGURES - {"gradient_norms.png", "dead_saturated.png"}
@@ -394,8 +397,8 @@ def test_report_and_compare_on_real_train_and_evaluate_runs(project: Paths, tmp_
         activation=["relu", "tanh"],
         optimizer=["adam"],
         epochs=2,
-        hidden_units=[16],
-        batch_size=64,
+        architectures={"base": [16]},
+        batch_size=[64],
         steps_per_execution=1,
         diagnostics={"enabled": False, "probe_size": 32},
     )

@@ -23,7 +23,18 @@ import yaml
 from conftest import free_port
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
-from project import BIN, dvc, dvc_json, git, make_project, shrink, training_processes
+from project import (
+    BIN,
+    TINY,
+    TINY_OPTIONS,
+    dvc,
+    dvc_json,
+    git,
+    make_project,
+    shrink,
+    shrunk_cell,
+    training_processes,
+)
 
 from stages.lib.core.paths import Paths
 from stages.lib.training import resume
@@ -31,7 +42,7 @@ from stages.lib.training import resume
 pytestmark = pytest.mark.slow
 
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")
-ADAM, SGD = "relu-glorot_uniform-adam-0", "relu-glorot_uniform-sgd-0"
+ADAM, SGD = "relu-glorot_uniform-adam-tiny-64-0.0-0", "relu-glorot_uniform-sgd-tiny-64-0.0-0"
 
 
 def two_cells(params: dict[str, Any]) -> None:
@@ -105,7 +116,7 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     paths = Paths.at(project)
     command = ["train", "--activation", "relu", "--initializer", "glorot_uniform"]
-    command += ["--optimizer", "adam", "--seed", "0"]
+    command += ["--optimizer", "adam", *TINY_OPTIONS, "--seed", "0"]
 
     started = time.monotonic()
     result = processes.run(
@@ -128,7 +139,10 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
 
 # ------------------------------------------------------------ 3. queued parallel experiments
 QUEUE_TIMEOUT_SECONDS = 420  # below the per-test limit in pyproject.toml
-EXPERIMENTS = {"seed-one": "relu-glorot_uniform-adam-1", "seed-two": "relu-glorot_uniform-adam-2"}
+EXPERIMENTS = {
+    "seed-one": "relu-glorot_uniform-adam-tiny-64-0.0-1",
+    "seed-two": "relu-glorot_uniform-adam-tiny-64-0.0-2",
+}
 
 
 def queue_tasks(project: Path, env: dict[str, str]) -> dict[str, str]:
@@ -271,12 +285,18 @@ def test_no_queue_worker_outlives_the_queue(queued_study) -> None:
 
 # ------------------------------------------------------- 4. SIGKILL mid-epoch through `dvc repro`
 KILL_EPOCHS = 4
+KILL_BATCH = 16
+KILLED_GRID = {
+    shrunk_cell("relu", "glorot_uniform", name, 0, batch_size=KILL_BATCH).key
+    for name in ("adam", "sgd")
+}
 
 
 def slow_two_cells(params: dict[str, Any]) -> None:
     two_cells(params)
     train = params["train"]
-    train.update(hidden_units=[64], epochs=KILL_EPOCHS, batch_size=16)
+    train.update(epochs=KILL_EPOCHS, batch_size=[KILL_BATCH])
+    train["architectures"][TINY["architecture"]] = [64]
     train["early_stopping_patience"] = None
 
 
@@ -318,7 +338,7 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
     while training_processes(project):
         assert time.monotonic() < deadline, "the training process outlived its killed client"
         time.sleep(0.1)
-    finished, killed = done["cell"]["key"], ({ADAM, SGD} - {done["cell"]["key"]}).pop()
+    finished, killed = done["cell"]["key"], (KILLED_GRID - {done["cell"]["key"]}).pop()
     (folder,) = checkpoints_of_others(paths, done["run_id"])
     checkpoint = resume.load(folder)
     assert checkpoint is not None and 1 <= checkpoint.epochs_completed < KILL_EPOCHS
@@ -345,7 +365,7 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
     assert [int(row["epoch"]) for row in history] == list(range(1, KILL_EPOCHS + 1))
     runs = study_runs(f"sqlite:///{paths.mlflow_db}", study_name(project))
     cell_runs = [run for run in runs if run.data.tags.get("kind") == "cell"]
-    by_cell = {key: [r for r in cell_runs if r.data.tags["cell"] == key] for key in (ADAM, SGD)}
+    by_cell = {key: [r for r in cell_runs if r.data.tags["cell"] == key] for key in KILLED_GRID}
     assert [run.info.run_id for run in by_cell[finished]] == [done["run_id"]]
     assert [(run.info.run_id, run.info.status) for run in by_cell[killed]] == [
         (killed_run, "FINISHED")

@@ -36,8 +36,11 @@ def cells_table() -> pd.DataFrame:
                 "activation": a,
                 "initializer": "he_normal",
                 "optimizer": o,
+                "architecture": "base",
+                "batch_size": 256,
+                "dropout": 0.0,
                 "seed": seed,
-                "key": f"{a}-he_normal-{o}-{seed}",
+                "key": f"{a}-he_normal-{o}-base-256-0.0-{seed}",
                 "test_accuracy": accuracy,
                 "best_val_accuracy": accuracy,
                 "best_epoch": 5,
@@ -136,7 +139,7 @@ def test_ties_with_the_best_are_paired_over_seeds() -> None:
     # Every sigmoid combination is a full point below: none is tied.
     assert not ranked[ranked["activation"] == "sigmoid"]["tied_with_best"].any()
     text = ties_sentence(ranked, 0.95)
-    assert text.startswith(f"**Tied with the best** (`{best['activation']} / he_normal / ")
+    assert text.startswith(f"**Tied with the best** (`{best['activation']} / {best['optimizer']}`)")
     summary = metrics(factor_comparisons(cells, 0.95), ranked)
     assert summary["tied_with_best"] == int(ranked["tied_with_best"].iloc[1:].sum())
     assert summary["comparisons"]["optimizer"]["adam_vs_sgd"]["pairs"] == 12
@@ -154,14 +157,18 @@ def test_one_seed_and_nan_accuracies() -> None:
 
     # A NaN accuracy drops its pairs, and only those.
     holed = cells.copy()
-    holed.loc[(holed["key"] == "relu-he_normal-adam-2"), "test_accuracy"] = math.nan
+    holed.loc[(holed["key"] == "relu-he_normal-adam-base-256-0.0-2"), "test_accuracy"] = math.nan
     table = factor_comparisons(holed, 0.95)
     optimizer = table[table["factor"] == "optimizer"].iloc[0]
     assert optimizer["pairs"] == 11 and math.isfinite(optimizer["p"])
     found = sentences(
         holed, table, ties_with_best(holed, combinations_table(holed, 0.95), 0.95), 0.95
     )
-    assert len(found) == 4 and not any("nan" in sentence for sentence in found)
+    assert (
+        len(found) == 4
+        and found[2].startswith("**Shared by every cell**")
+        and not any("nan" in sentence for sentence in found)
+    )
 
 
 def test_a_single_matched_pair_has_no_interval() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import processes
 import pytest
 from mlflow.tracking import MlflowClient
+from project import shrunk_cell
 
 from stages.lib.core.config import ConfigError
 from stages.lib.core.errors import StageError
@@ -182,12 +183,11 @@ def test_every_search_reads_all_pages(tmp_path, monkeypatch):
 
 
 def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp_path, monkeypatch):
-    from stages.lib.core.config import make_cell
     from stages.lib.training import cell_run, resume
 
     experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
     client = experiment.client
-    cell = make_cell("relu", "he_normal", "adam", 0)
+    cell = shrunk_cell("relu", "he_normal", "adam", 0)
     folder = tmp_path / "checkpoint"
     monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
     tags = {"kind": "cell", tracking.DVC_EXP_TAG: "exp-a"}

@@ -23,18 +23,20 @@ import processes
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from project import TINY_UNITS, shrunk_cell
 from synthetic import make_digits
 
 from stages import train as train_stage
 from stages.lib.core.cell_config import config_digest, effective_config, flat_params
-from stages.lib.core.config import ConfigError, Params, make_cell
+from stages.lib.core.config import AXES, Cell, ConfigError, Params, make_cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import resume
 from stages.lib.training.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping
 from stages.lib.training.train_outputs import history_csv, summarize
 
 BIN = Path(sys.executable).parent
-CELL = make_cell("relu", "he_normal", "adam", 0)
+CELL = shrunk_cell("relu", "he_normal", "adam", 0)
+DROPOUT = CELL.model_copy(update={"dropout": 0.1})  # dropout draws from the cell's seed too
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 TRACKING_ENVIRONMENT = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME")
 
@@ -51,11 +53,16 @@ def make_project(
     params_dict: dict[str, Any],
     n_train: int = 600,
     n_validation: int = 200,
+    cell: Cell = CELL,
+    hidden_units: list[int] = TINY_UNITS,
     **train: Any,
 ) -> Params:
-    """A project at `root`: the real params.yaml, shrunk, and synthetic data/prepared splits."""
-    settings = {"hidden_units": [16], "epochs": 3, "batch_size": 64, "steps_per_execution": 4}
-    params_dict["train"].update({**settings, **train})
+    """A project at `root`: the real params.yaml, shrunk to the one-cell grid of `cell` (its
+    architecture has `hidden_units`), and synthetic data/prepared splits."""
+    settings = {"epochs": 3, "steps_per_execution": 4}
+    grid = {axis: [getattr(cell, axis)] for axis in AXES}
+    params_dict["train"].update({**settings, **grid, **train})
+    params_dict["train"]["architectures"][cell.architecture] = hidden_units
     params = Params.model_validate(params_dict)
     (root / "data" / "prepared").mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params_dict, sort_keys=False))
@@ -75,7 +82,9 @@ def train_command(root: Path, cell=CELL) -> list[str]:
         str(BIN / "mlpstudy"),
         "train",
         *("--activation", cell.activation, "--initializer", cell.initializer),
-        *("--optimizer", cell.optimizer, "--seed", str(cell.seed), "--root", str(root)),
+        *("--optimizer", cell.optimizer, "--architecture", cell.architecture),
+        *("--batch-size", str(cell.batch_size), "--dropout", str(cell.dropout)),
+        *("--seed", str(cell.seed), "--root", str(root)),
     ]
 
 
@@ -86,22 +95,31 @@ def clean_environment() -> dict[str, str]:
 # ------------------------------------------------------------------------------ configuration
 def test_mlflow_params_flatten_hyperparameters_under_their_factor(real_params_dict):
     params = Params.model_validate(real_params_dict)
-    cell = make_cell("leaky_relu", "random_normal", "sgd", 2)
+    axes = {"architecture": "deep", "batch_size": 32, "dropout": 0.25}
+    cell = make_cell(
+        params.train, activation="leaky_relu", initializer="random_normal", optimizer="sgd",
+        seed=2, **axes
+    )  # fmt: skip
 
     flat = flat_params(effective_config(params, cell))
 
     assert flat["activation"] == "leaky_relu" and flat["seed"] == "2"
+    assert (flat["architecture"], flat["batch_size"], flat["dropout"]) == ("deep", "32", "0.25")
+    assert flat["activation.type"] == "leaky_relu" and flat["optimizer.type"] == "sgd"
     assert flat["activation.negative_slope"] == "0.2"
     assert flat["initializer.stddev"] == "0.05"
     assert flat["optimizer.momentum"] == "0.9" and flat["optimizer.nesterov"] == "false"
-    assert flat["hidden_units"] == str(real_params_dict["train"]["hidden_units"])
+    assert flat["hidden_units"] == str(real_params_dict["train"]["architectures"]["deep"])
     assert flat["diagnostics.probe_size"] == "256"
     assert "optimizer.beta_1" not in flat  # adam's entry is not this cell's
 
 
 def test_config_digest_changes_exactly_with_what_the_cell_reads(real_params_dict):
     data = {"train": "a" * 64, "validation": "b" * 64}
-    cell = make_cell("relu", "he_normal", "sgd", 0)
+    cell = Cell(
+        activation="relu", initializer="he_normal", optimizer="sgd", architecture="base",
+        batch_size=256, dropout=0.0, seed=0,
+    )  # fmt: skip
 
     def digest(edit=lambda p: None, data_digests=data) -> str:
         params_dict = json.loads(json.dumps(real_params_dict))
@@ -113,6 +131,9 @@ def test_config_digest_changes_exactly_with_what_the_cell_reads(real_params_dict
     assert digest() == base
     assert digest(lambda p: p["train"]["optimizers"]["adam"].update(learning_rate=0.5)) == base
     assert digest(lambda p: p["train"].update(seed=[0, 7])) == base  # the grid is not the cell
+    assert digest(lambda p: p["train"].update(batch_size=[256, 512], dropout=[0.0, 0.5])) == base
+    assert digest(lambda p: p["train"]["architectures"].update(wide=[8])) == base
+    assert digest(lambda p: p["train"]["architectures"].update(base=[8])) != base
     assert digest(lambda p: p["train"]["optimizers"]["sgd"].update(momentum=0.5)) != base
     assert digest(lambda p: p["train"].update(epochs=11)) != base
     assert digest(lambda p: p["study"].update(name="other")) != base
@@ -224,7 +245,7 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     root = tmp_path / "project"
     params = make_project(root, real_params_dict)
     paths = Paths.at(root)
-    monkeypatch.setenv("DVC_STAGE", "train@relu-he_normal-adam-0")
+    monkeypatch.setenv("DVC_STAGE", f"train@{CELL.key}")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
 
     metrics = train_stage.run(params, CELL, paths)
@@ -240,6 +261,10 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     assert model.count_params() == metrics["parameter_count"]
     record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
     assert record["cell"]["key"] == CELL.key
+    assert record["config"]["hidden_units"] == [16]  # the effective config, defaults included
+    assert record["config"]["hyperparameters"]["optimizer"] == {
+        "type": "adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999
+    }  # fmt: skip
     assert list(paths.checkpoints.glob("*")) == []
 
     # MLflow: one finished run, named after the cell, in the study's experiment at the root
@@ -254,6 +279,8 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert run.data.tags["grid_revision"] == parent.data.tags["grid_revision"]
     assert (run.data.tags["activation"], run.data.tags["seed"]) == ("relu", "0")
+    factors = ("architecture", "batch_size", "dropout")  # every axis is a tag (Group by)
+    assert [run.data.tags[factor] for factor in factors] == ["tiny", "64", "0.0"]
     assert run.data.tags["mlflow.source.name"].startswith("mlpstudy train --activation relu")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert (run.info.run_name, run.info.status) == (CELL.key, "FINISHED")
@@ -262,7 +289,7 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     assert run.data.params["epochs"] == "3"
     tags = run.data.tags
     assert tags["study"] == params.study.name and tags["cell"] == CELL.key
-    assert tags["dvc_stage"] == "train@relu-he_normal-adam-0"
+    assert tags["dvc_stage"] == "train@relu-he_normal-adam-tiny-64-0.0-0"
     assert tags["dvc_exp"] == "exp-test"
     assert tags["git_commit"] == "unknown"
     assert re.fullmatch("[0-9a-f]{64}", tags["data.train_digest"])
@@ -365,16 +392,18 @@ def test_cpu_threads_take_effect_before_tensorflow_starts_and_are_refused_after(
 def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_params_dict):
     roots = [tmp_path / "first", tmp_path / "second"]
     for root in roots:
-        make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, dropout=0.1)
-        processes.run(train_command(root), check=True, env=clean_environment(), timeout=300)
+        make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, cell=DROPOUT)
+        processes.run(
+            train_command(root, DROPOUT), check=True, env=clean_environment(), timeout=300
+        )
 
     first, second = (
-        keras.models.load_model(Paths.at(root).model_dir(CELL.key) / "model.keras")
+        keras.models.load_model(Paths.at(root).model_dir(DROPOUT.key) / "model.keras")
         for root in roots
     )
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    histories = [read_history(Paths.at(root)) for root in roots]
+    histories = [read_history(Paths.at(root), DROPOUT.key) for root in roots]
     for row_a, row_b in zip(*histories, strict=True):
         assert {k: v for k, v in row_a.items() if k != "epoch_seconds"} == {
             k: v for k, v in row_b.items() if k != "epoch_seconds"
@@ -385,20 +414,21 @@ def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_param
 def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, real_params_dict):
     epochs, n_train, batch_size = 8, 6000, 16
     root = tmp_path / "project"
+    cell = CELL.model_copy(update={"batch_size": batch_size})
     make_project(
         root,
         real_params_dict,
         n_train=n_train,
         n_validation=500,
+        cell=cell,
         hidden_units=[64],
         epochs=epochs,
-        batch_size=batch_size,
         steps_per_execution=1,
         early_stopping_patience=100,  # on, so its state is checkpointed too, but never stopping
     )
     paths = Paths.at(root)
     first = processes.spawn(
-        train_command(root), log=tmp_path / "first.log", env=clean_environment()
+        train_command(root, cell), log=tmp_path / "first.log", env=clean_environment()
     )
     try:
         deadline = time.monotonic() + 300
@@ -414,16 +444,16 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     assert checkpoint is not None and 1 <= checkpoint.epochs_completed < epochs
     run_id = resume.read_run_file(folder)["run_id"]
 
-    second = processes.run(train_command(root), env=clean_environment(), timeout=300)
+    second = processes.run(train_command(root, cell), env=clean_environment(), timeout=300)
 
     assert second.returncode == 0, second.stderr[-3000:]
     announced = re.findall(r"epoch (\d+)/\d+", second.stdout)
     assert int(announced[0]) == checkpoint.epochs_completed + 1
-    history = read_history(paths)
+    history = read_history(paths, cell.key)
     assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))
     for row, saved in zip(history, checkpoint.state["rows"], strict=False):
         assert float(row["val_loss"]) == saved["val_loss"]
-    record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
+    record = json.loads((paths.model_dir(cell.key) / "run.json").read_text())
     assert record["run_id"] == run_id
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
@@ -431,7 +461,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     for key in METRIC_KEYS:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert steps == list(range(1, epochs + 1)), key
-    model = keras.models.load_model(paths.model_dir(CELL.key) / "model.keras")
+    model = keras.models.load_model(paths.model_dir(cell.key) / "model.keras")
     steps_per_epoch = math.ceil(n_train / batch_size)
     assert int(model.optimizer.iterations) == epochs * steps_per_epoch  # optimizer state resumed
     assert not folder.exists()

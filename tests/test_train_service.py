@@ -15,14 +15,14 @@ import keras
 import numpy as np
 import processes
 import pytest
-from project import training_processes
-from test_train import CELL, clean_environment, make_project, read_history, train_command
+from project import shrunk_cell, training_processes
+from test_train import CELL, DROPOUT, clean_environment, make_project, read_history, train_command
 
-from stages.lib.core.config import Params, make_cell
+from stages.lib.core.config import Params
 from stages.lib.core.paths import Paths
 from stages.lib.training import service_protocol, train_client
 
-OTHER = make_cell("tanh", "glorot_uniform", "sgd", 1)
+OTHER = shrunk_cell("tanh", "glorot_uniform", "sgd", 1, dropout=DROPOUT.dropout)
 
 
 def weights(root, cell=CELL) -> list[np.ndarray]:
@@ -38,32 +38,33 @@ def without_times(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def test_a_warm_process_trains_a_cell_bitwise_as_a_fresh_process(tmp_path, real_params_dict):
     warm, fresh = tmp_path / "warm", tmp_path / "fresh"
     for root in (warm, fresh):
-        make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, dropout=0.1)
+        make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, cell=DROPOUT)
     env = clean_environment()
 
-    for cell in (OTHER, CELL):  # CELL trains second, in a process that already trained OTHER
+    for cell in (OTHER, DROPOUT):  # DROPOUT trains second, in a process that trained OTHER
         result = processes.run(train_command(warm, cell), env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert re.search(rf"train@{cell.key} \[cell \d+/\d+\] epoch 3/3: loss ", result.stdout)
     alone = {**env, train_client.SERVICE_ENV: "off"}
-    processes.run(train_command(fresh), check=True, env=alone, timeout=300)
+    processes.run(train_command(fresh, DROPOUT), check=True, env=alone, timeout=300)
 
     log = Paths.at(warm).train_service_log.read_text()
     assert len(re.findall(r"training process \d+ ready", log)) == 1, log[-3000:]
-    for a, b in zip(weights(warm), weights(fresh), strict=True):
+    for a, b in zip(weights(warm, DROPOUT), weights(fresh, DROPOUT), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert without_times(read_history(Paths.at(warm))) == without_times(
-        read_history(Paths.at(fresh))
+    assert without_times(read_history(Paths.at(warm), DROPOUT.key)) == without_times(
+        read_history(Paths.at(fresh), DROPOUT.key)
     )
 
 
 @pytest.mark.slow
 def test_the_training_process_ends_with_its_client_and_the_cell_resumes(tmp_path, real_params_dict):
     root = tmp_path / "project"
-    make_project(root, real_params_dict, n_train=6000, epochs=8, batch_size=16)
+    cell = CELL.model_copy(update={"batch_size": 16})
+    make_project(root, real_params_dict, n_train=6000, epochs=8, cell=cell)
     paths = Paths.at(root)
     client = processes.spawn(
-        train_command(root), log=tmp_path / "client.log", env=clean_environment()
+        train_command(root, cell), log=tmp_path / "client.log", env=clean_environment()
     )
     try:
         deadline = time.monotonic() + 300
@@ -79,12 +80,12 @@ def test_the_training_process_ends_with_its_client_and_the_cell_resumes(tmp_path
         assert time.monotonic() < deadline, "the training process outlived its client"
         time.sleep(0.1)
 
-    again = processes.run(train_command(root), env=clean_environment(), timeout=300)
+    again = processes.run(train_command(root, cell), env=clean_environment(), timeout=300)
 
     assert again.returncode == 0, again.stderr[-3000:]
     first_epoch = int(re.findall(r"epoch (\d+)/8", again.stdout)[0])
     assert first_epoch > 1
-    assert [int(row["epoch"]) for row in read_history(paths)] == list(range(1, 9))
+    assert [int(row["epoch"]) for row in read_history(paths, cell.key)] == list(range(1, 9))
 
 
 def test_each_root_code_and_device_setting_gets_its_own_process(tmp_path, real_params_dict):

@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.config import AXES, NAMED, Cell, Params, TrainParams, undefined
+from stages.lib.core.keras_defaults import effective
 
 # Shared train settings every cell reads (the grid lists and other names' entries are not read).
 SHARED_SETTINGS: tuple[str, ...] = (
-    "hidden_units",
-    "dropout",
     "epochs",
-    "batch_size",
     "early_stopping_patience",
     "steps_per_execution",
     "cpu_threads",
@@ -28,23 +26,28 @@ SHARED_SETTINGS: tuple[str, ...] = (
     "distribute",
     "diagnostics",
 )
+# The factors named by a variant (`optimizer` -> its `type` and every setting).
+VARIANTS: tuple[str, ...] = ("activation", "initializer", "optimizer")
+
+
+def hyperparameters(train: TrainParams, factor: str, name: str) -> dict[str, Any]:
+    """The effective settings of variant `name` of `factor`: its type and every setting."""
+    undefined(train, factor, name)
+    field = NAMED[factor]
+    return effective(field, getattr(train, field)[name])
 
 
 def effective_config(params: Params, cell: Cell) -> dict[str, Any]:
-    """Factors, shared settings and the cell's own hyperparameters, as plain JSON values."""
+    """Axes, hidden units, shared settings and the cell's own hyperparameters, as JSON values."""
     train = params.train
     shared = train.model_dump(include=set(SHARED_SETTINGS))
     return {
         "study": params.study.name,
-        "activation": cell.activation,
-        "initializer": cell.initializer,
-        "optimizer": cell.optimizer,
-        "seed": cell.seed,
+        **{axis: getattr(cell, axis) for axis in AXES},
+        "hidden_units": list(train.architectures[cell.architecture]),
         **shared,
         "hyperparameters": {
-            "activation": getattr(train.activations, cell.activation).model_dump(),
-            "initializer": getattr(train.initializers, cell.initializer).model_dump(),
-            "optimizer": getattr(train.optimizers, cell.optimizer).model_dump(),
+            factor: hyperparameters(train, factor, getattr(cell, factor)) for factor in VARIANTS
         },
     }
 
@@ -52,7 +55,8 @@ def effective_config(params: Params, cell: Cell) -> dict[str, Any]:
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
     """MLflow params: `optimizer.learning_rate`, `diagnostics.enabled`, `hidden_units`, ...
 
-    Hyperparameters are prefixed with their factor (`initializer.stddev`); lists stay one value
+    Hyperparameters are prefixed with their factor (`initializer.stddev`, `optimizer.type`:
+    the variant `adam_slow` has type `adam`); lists stay one value
     (`hidden_units` = `[128, 64]`) because they are one setting.
     """
     flat: dict[str, str] = {}

@@ -6,7 +6,7 @@ the stage before any work, with a one-line message naming the key, the value and
 
 from __future__ import annotations
 
-import difflib
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -17,34 +17,41 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-# The supported names. The typed maps below list the hyperparameters of each.
-Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "gelu"]
-Initializer = Literal[
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_normal",
-    "random_normal",
-    "truncated_normal",
-    "variance_scaling",
-    "zeros",
-]
-Optimizer = Literal["sgd", "rmsprop", "adagrad", "adam", "adamw", "nadam"]
-ACTIVATIONS: tuple[str, ...] = get_args(Activation)
-INITIALIZERS: tuple[str, ...] = get_args(Initializer)
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+from stages.lib.core.variants import (
+    Fraction,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Variant,
+    check_names,
+    parse_variants,
+    suggest,
+)
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# The study's factors, in the order of DVC's matrix (and of its `train@<key>` names), seed last.
+# Every consumer (cells, MLflow params and tags, compare, the report) iterates these.
+FACTORS: tuple[str, ...] = (
+    "activation",
+    "initializer",
+    "optimizer",
+    "architecture",
+    "batch_size",
+    "dropout",
+)
+AXES: tuple[str, ...] = (*FACTORS, "seed")
+# The factors whose values are names defined in a map of `train` (`optimizer` -> `optimizers`).
+NAMED: dict[str, str] = {
+    "activation": "activations",
+    "initializer": "initializers",
+    "optimizer": "optimizers",
+    "architecture": "architectures",
+}
 
 
 class ConfigError(ValueError):
@@ -82,86 +89,6 @@ class PreprocessParams(Strict):
     sample_grid: Annotated[int, Field(ge=1, le=20)]
 
 
-class NoHyperparameters(Strict):
-    pass
-
-
-class LeakyReluParams(Strict):
-    negative_slope: Annotated[float, Field(gt=0, lt=1)]
-
-
-class EluParams(Strict):
-    alpha: PositiveFloat
-
-
-class ActivationParams(Strict):
-    relu: NoHyperparameters
-    tanh: NoHyperparameters
-    sigmoid: NoHyperparameters
-    leaky_relu: LeakyReluParams
-    elu: EluParams
-    selu: NoHyperparameters
-    gelu: NoHyperparameters
-
-
-class StddevParams(Strict):
-    stddev: PositiveFloat
-
-
-class VarianceScalingParams(Strict):
-    scale: PositiveFloat
-    mode: Literal["fan_in", "fan_out", "fan_avg"]
-    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"]
-
-
-class InitializerParams(Strict):
-    glorot_uniform: NoHyperparameters
-    glorot_normal: NoHyperparameters
-    he_uniform: NoHyperparameters
-    he_normal: NoHyperparameters
-    lecun_normal: NoHyperparameters
-    random_normal: StddevParams
-    truncated_normal: StddevParams
-    variance_scaling: VarianceScalingParams
-    zeros: NoHyperparameters
-
-
-class SgdParams(Strict):
-    learning_rate: PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)]
-    nesterov: bool
-
-
-class RmspropParams(Strict):
-    learning_rate: PositiveFloat
-    rho: Annotated[float, Field(gt=0, lt=1)]
-    momentum: Annotated[float, Field(ge=0, lt=1)]
-
-
-class AdagradParams(Strict):
-    learning_rate: PositiveFloat
-    initial_accumulator_value: PositiveFloat
-
-
-class AdamParams(Strict):
-    learning_rate: PositiveFloat
-    beta_1: Annotated[float, Field(gt=0, lt=1)]
-    beta_2: Annotated[float, Field(gt=0, lt=1)]
-
-
-class AdamwParams(AdamParams):
-    weight_decay: NonNegativeFloat
-
-
-class OptimizerParams(Strict):
-    sgd: SgdParams
-    rmsprop: RmspropParams
-    adagrad: AdagradParams
-    adam: AdamParams
-    adamw: AdamwParams
-    nadam: AdamParams
-
-
 class DiagnosticsParams(Strict):
     enabled: bool
     probe_size: Annotated[int, Field(ge=1, le=4096)]
@@ -174,32 +101,77 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
+Names = Annotated[list[str], Field(min_length=1)]
+Architecture = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
 class TrainParams(Strict):
-    # The study grid: one `train@<cell>` DVC stage per combination.
-    activation: Annotated[list[Activation], Field(min_length=1)]
-    initializer: Annotated[list[Initializer], Field(min_length=1)]
-    optimizer: Annotated[list[Optimizer], Field(min_length=1)]
+    # The study grid, in AXES order: one `train@<key>` DVC stage per combination.
+    activation: Names
+    initializer: Names
+    optimizer: Names
+    architecture: Names
+    batch_size: Annotated[list[PositiveInt], Field(min_length=1)]
+    dropout: Annotated[list[Fraction], Field(min_length=1)]
     seed: Annotated[list[NonNegativeInt], Field(min_length=1)]
     # Shared by every cell.
-    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
-    dropout: Fraction
     epochs: PositiveInt
-    batch_size: PositiveInt
     early_stopping_patience: PositiveInt | None
     steps_per_execution: PositiveInt
     cpu_threads: NonNegativeInt
     device: Literal["auto", "cpu", "gpu"]
     distribute: Literal["none", "mirrored"]
     diagnostics: DiagnosticsParams
-    # Hyperparameters of each name; a cell reads the entries of its own names.
-    activations: ActivationParams
-    initializers: InitializerParams
-    optimizers: OptimizerParams
+    # What each name means; a cell reads the entries of its own names.
+    architectures: dict[str, Architecture]
+    activations: dict[str, Variant]
+    initializers: dict[str, Variant]
+    optimizers: dict[str, Variant]
 
-    @field_validator("activation", "initializer", "optimizer", "seed")
+    @field_validator(*AXES)
     @classmethod
-    def _unique_factors(cls, values: list[Any]) -> list[Any]:
+    def _unique_values(cls, values: list[Any]) -> list[Any]:
         return _unique(values)
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _written_as_floats(cls, values: Any) -> Any:
+        for value in values if isinstance(values, list) else ():
+            if isinstance(value, int) and not isinstance(value, bool):
+                raise ValueError(
+                    f"{value} is an integer; write it as {float(value)} (DVC names a cell by the "
+                    "value as written, and train reads it as a float)"
+                )
+        return values
+
+    @field_validator("architectures", mode="before")
+    @classmethod
+    def _architecture_names(cls, architectures: Any) -> Any:
+        if isinstance(architectures, dict):
+            check_names(architectures)
+        return architectures
+
+    @field_validator("activations", "initializers", "optimizers", mode="before")
+    @classmethod
+    def _variants(cls, variants: Any, info: ValidationInfo) -> Any:
+        return parse_variants(str(info.field_name), variants)
+
+    @model_validator(mode="after")
+    def _names_defined(self) -> TrainParams:
+        for factor in NAMED:
+            for name in getattr(self, factor):
+                undefined(self, factor, name)
+        return self
+
+
+def undefined(train: TrainParams, factor: str, name: str) -> None:
+    """ValueError `<factor>: <name> is not defined in train.<map>; defined: ...` unless it is."""
+    defined = tuple(getattr(train, NAMED[factor]))
+    if name not in defined:
+        raise ValueError(
+            f"{factor}: {name!r} is not defined in train.{NAMED[factor]}{suggest(name, defined)}; "
+            f"defined: {', '.join(defined)}"
+        )
 
 
 class EvaluateParams(Strict):
@@ -267,44 +239,48 @@ class Params(Strict):
 class Cell(BaseModel):
     """One combination of the study grid; `key` matches DVC's `train@<key>` matrix stage name."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, strict=True)
 
-    activation: Activation
-    initializer: Initializer
-    optimizer: Optimizer
+    activation: str
+    initializer: str
+    optimizer: str
+    architecture: str
+    batch_size: PositiveInt
+    dropout: Fraction
     seed: NonNegativeInt
 
     @property
     def key(self) -> str:
-        return f"{self.activation}-{self.initializer}-{self.optimizer}-{self.seed}"
+        """`relu-he_normal-sgd-base-256-0.0-0`: the values in AXES order, as DVC writes them
+        (`dvc.parsing.to_str` is `str()`: 0.25 -> "0.25", 1e-05 -> "1e-05")."""
+        return "-".join(str(getattr(self, axis)) for axis in AXES)
 
 
 def grid(train: TrainParams) -> list[Cell]:
     """Every cell of the study grid, in the order DVC expands the matrix."""
     return [
-        Cell(activation=a, initializer=i, optimizer=o, seed=s)
-        for a in train.activation
-        for i in train.initializer
-        for o in train.optimizer
-        for s in train.seed
+        Cell(**dict(zip(AXES, values, strict=True)))
+        for values in itertools.product(*(getattr(train, axis) for axis in AXES))
     ]
 
 
-def make_cell(activation: str, initializer: str, optimizer: str, seed: int) -> Cell:
-    """A cell from command-line values, with the same one-line errors as `params.yaml`."""
-    for key, value, allowed in (
-        ("activation", activation, ACTIVATIONS),
-        ("initializer", initializer, INITIALIZERS),
-        ("optimizer", optimizer, OPTIMIZERS),
-    ):
-        if value not in allowed:
-            raise ConfigError(
-                f"{key}: {value!r} is not supported{_suggest(value, allowed)}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-    if seed < 0:
-        raise ConfigError(f"seed: {seed} is not allowed; a seed is an integer >= 0")
-    return Cell(activation=activation, initializer=initializer, optimizer=optimizer, seed=seed)
+def make_cell(train: TrainParams, **values: Any) -> Cell:
+    """A cell from command-line values (one per axis), with the same one-line errors as
+    `params.yaml`: names must be defined in its maps (they need not be in the grid's lists)."""
+    try:
+        for factor in NAMED:
+            undefined(train, factor, values[factor])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    rules = {
+        "batch_size": (values["batch_size"] >= 1, "a batch size is an integer >= 1"),
+        "dropout": (0 <= values["dropout"] < 1, "dropout is a fraction, 0 <= dropout < 1"),
+        "seed": (values["seed"] >= 0, "a seed is an integer >= 0"),
+    }
+    for axis, (allowed, rule) in rules.items():
+        if not allowed:
+            raise ConfigError(f"{axis}: {values[axis]} is not allowed; {rule}")
+    return Cell(**{axis: values[axis] for axis in AXES})
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -343,7 +319,7 @@ def _describe(error: ValidationError) -> str:
         valid = _fields_at(Params, loc[:-1])
         prefix = _key(loc[:-1]) + "." if len(loc) > 1 else ""
         return (
-            f"unknown key {key!r}{_suggest(str(loc[-1]), valid, prefix)}; "
+            f"unknown key {key!r}{suggest(str(loc[-1]), valid, prefix)}; "
             f"allowed here: {', '.join(valid)}"
         )
     if first["type"] == "missing":
@@ -351,7 +327,7 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "literal_error":
         allowed = _literal_choices(first)
         return (
-            f"{key}: {value!r} is not supported{_suggest(str(value), allowed)}; "
+            f"{key}: {value!r} is not supported{suggest(str(value), allowed)}; "
             f"allowed: {', '.join(allowed)}"
         )
     message = first["msg"].removeprefix("Value error, ")
@@ -363,11 +339,6 @@ def _describe(error: ValidationError) -> str:
 def _key(loc: tuple[Any, ...]) -> str:
     """`report.interactions[0].rows`: list positions in brackets."""
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
-
-
-def _suggest(name: str, valid: tuple[str, ...] | list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _literal_choices(error: Any) -> tuple[str, ...]:

@@ -13,10 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.core.config import Cell, ConfigError
+from stages.lib.core.config import FACTORS, Cell, ConfigError
 from stages.lib.core.paths import Paths
 
-FACTORS: tuple[str, ...] = ("activation", "initializer", "optimizer")
 DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
 # reports/train/<key>/metrics.json and reports/evaluate/metrics/<key>.json keys the report reads.
 TRAIN_KEYS: tuple[str, ...] = (

@@ -94,7 +94,8 @@ def load_runs(uri: str, study: str) -> pd.DataFrame:
     rows = [_row(run) for run in tracking.find_runs(study, uri)]
     table = pd.DataFrame(rows, columns=_columns(rows))
     if not table.empty:
-        table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+        for column in ("batch_size", "seed"):  # integers sort as numbers
+            table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     return table
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from stages.lib.core.atomic import atomic_path
-from stages.lib.core.config import ConfigError
+from stages.lib.core.config import AXES, ConfigError
 
-FACTORS: tuple[str, ...] = ("activation", "initializer", "optimizer", "seed")
+FACTORS: tuple[str, ...] = AXES  # every axis of the grid (the factors and the seed), in key order
 # The metrics shown by default, in this order (the CSV holds every param and these metrics).
 METRICS: tuple[str, ...] = (
     "test/accuracy",

@@ -27,7 +27,7 @@ SMALL_LABEL = {"va": "center", "fontsize": 7}
 def activation_curve(
     name: str, settings: Mapping[str, Any], x: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """(f(x), f'(x)) of the Keras activation `name` with its hyperparameters from params.yaml."""
+    """(f(x), f'(x)) of the Keras activation type `name` with its effective settings."""
     positive = x > 0
     if name in ("relu", "leaky_relu"):
         slope = settings.get("negative_slope", 0.0) if name == "leaky_relu" else 0.0
@@ -59,9 +59,10 @@ def save_activations(
     figure = new_figure(11.0, 4.4)
     value_axis, slope_axis = figure.subplots(1, 2)
     for name in activations:
-        hyper = ", ".join(f"{key}={value}" for key, value in settings[name].items())
+        shown = {k: v for k, v in settings[name].items() if (k, v) != ("type", name)}
+        hyper = ", ".join(f"{key}={value}" for key, value in shown.items())
         label = f"{name} ({hyper})" if hyper else name
-        value, slope = activation_curve(name, settings[name], x)
+        value, slope = activation_curve(settings[name].get("type", name), settings[name], x)
         (line,) = value_axis.plot(x, value, label=label)
         slope_axis.plot(x, slope, color=line.get_color(), label=label)
     for axis, title, ylabel in (
@@ -115,7 +116,9 @@ def _layer_number(layer: str) -> int:
 
 def save_dead_saturated(fractions: pd.DataFrame, combinations: pd.DataFrame, target: Path) -> None:
     """Dead (ReLU family) and saturated (sigmoid, tanh) unit fractions per combination."""
-    table = combinations[[*FACTORS, "test_accuracy_mean"]].merge(fractions, on=list(FACTORS))
+    table = combinations[[*FACTORS, "combination", "test_accuracy_mean"]].merge(
+        fractions, on=list(FACTORS)
+    )
     labels = [
         f"{combination_label(r)}  ({r['test_accuracy_mean']:.2%})" for _, r in table.iterrows()
     ]

@@ -39,7 +39,7 @@ def summary(cells: pd.DataFrame, histories: pd.DataFrame, patience: int | None) 
     if improving.empty:
         return text + " (flat)."
     combos = improving.groupby(list(FACTORS), sort=False).size()
-    named = ", ".join(f"{' / '.join(levels)} ({n})" for levels, n in combos.items())
+    named = ", ".join(f"{' / '.join(map(str, levels))} ({n})" for levels, n in combos.items())
     return text + f". Still improving at the end (more epochs could change them): {named}."
 
 

@@ -91,7 +91,8 @@ def build(
     learning (stages/lib/reporting/study_convergence.py)."""
     train, confidence = params.train, params.report.confidence
     best, worst = best_and_worst(combinations)
-    counts = [len(getattr(train, factor)) for factor in (*FACTORS, "seed")]
+    counts = [len(getattr(train, axis)) for axis in (*FACTORS, "seed")]
+    architectures = ", ".join(f"{n} {train.architectures[n]}" for n in train.architecture)
     patience = train.early_stopping_patience
     stopping = f"early stopping after {patience} epochs without a better validation loss"
     blocks: list[Block] = [
@@ -113,8 +114,8 @@ def build(
         Bullets(
             (
                 *(f"{f}: {', '.join(map(str, getattr(train, f)))}" for f in (*FACTORS, "seed")),
-                f"{len(cells)} cells = {' x '.join(map(str, counts))}; each: hidden layers "
-                f"{train.hidden_units}, dropout {train.dropout}, batch size {train.batch_size}, "
+                f"{len(cells)} cells = {' x '.join(map(str, counts))}; hidden layers of each "
+                f"architecture: {architectures}; each cell: "
                 f"up to {train.epochs} epochs" + (f", {stopping}" if patience else ""),
             )
         ),

@@ -26,10 +26,12 @@ from stages.lib.reporting.study_table import combination_label, level_curves
 
 
 def save_main_effects(effects: pd.DataFrame, confidence: float, target: Path) -> None:
-    """One panel per factor: mean test accuracy per level with its CI over seeds."""
-    figure = new_figure(4.2 * len(FACTORS), 4.4)
-    axes = figure.subplots(1, len(FACTORS), sharey=True, squeeze=False)[0]
-    for axis, factor in zip(axes, FACTORS, strict=True):
+    """One panel per factor that varies: mean test accuracy per level with its CI over seeds."""
+    counts = effects.groupby("factor", sort=False).size()
+    shown = [f for f in FACTORS if counts.get(f, 0) > 1] or list(FACTORS)
+    figure = new_figure(4.2 * len(shown), 4.4)
+    axes = figure.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    for axis, factor in zip(axes, shown, strict=True):
         rows = effects[effects["factor"] == factor]
         positions = np.arange(len(rows))
         means = rows["mean"].to_numpy()
@@ -92,10 +94,11 @@ def save_interactions(
 def save_learning_curves(
     histories: pd.DataFrame, levels: dict[str, Sequence[str]], target: Path
 ) -> None:
-    """Small multiples by factor: mean validation accuracy per epoch of each level."""
-    figure = new_figure(4.2 * len(FACTORS), 4.2)
-    axes = figure.subplots(1, len(FACTORS), sharey=True, squeeze=False)[0]
-    for axis, factor in zip(axes, FACTORS, strict=True):
+    """Small multiples by factor that varies: mean validation accuracy per epoch of each level."""
+    shown = [f for f in FACTORS if len(levels[f]) > 1] or list(FACTORS)
+    figure = new_figure(4.2 * len(shown), 4.2)
+    axes = figure.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    for axis, factor in zip(axes, shown, strict=True):
         curves = level_curves(histories, factor)
         for level in levels[factor]:
             if level in curves.columns:

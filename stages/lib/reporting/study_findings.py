@@ -110,9 +110,17 @@ def _names(rows: pd.DataFrame) -> str:
 def sentences(
     cells: pd.DataFrame, comparisons: pd.DataFrame, ties: pd.DataFrame, confidence: float
 ) -> list[str]:
-    """The findings at the top of the report: one per factor, then the ties with the best."""
+    """The findings at the top of the report: one per factor that varies, one naming the shared
+    ones, then the ties with the best."""
+    varied = [factor for factor in FACTORS if len(levels(cells, factor)) > 1]
+    shared = [
+        f"{factor.replace('_', ' ')} {levels(cells, factor)[0]}"
+        for factor in FACTORS
+        if factor not in varied
+    ]
     return [
-        *(factor_sentence(factor, cells, comparisons, confidence) for factor in FACTORS),
+        *(factor_sentence(factor, cells, comparisons, confidence) for factor in varied),
+        *([f"**Shared by every cell** (not compared): {', '.join(shared)}."] if shared else []),
         ties_sentence(ties, confidence),
     ]
 

@@ -27,7 +27,10 @@ def cells_table(paths: Paths, cells: list[Cell], diagnostics: bool) -> pd.DataFr
 
 
 def combination_label(row: Any) -> str:
-    """`relu / he_normal / adam`: how figures and tables name a combination."""
+    """`relu / he_normal / adam`: how figures and tables name a combination (a row of
+    `combinations_table` names only the factors that vary in the study)."""
+    if "combination" in row:
+        return str(row["combination"])
     return " / ".join(str(row[factor]) for factor in FACTORS)
 
 
@@ -49,6 +52,10 @@ def combinations_table(cells: pd.DataFrame, confidence: float) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("test_accuracy_mean", ascending=False, kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
+    varied = [factor for factor in FACTORS if cells[factor].nunique() > 1] or list(FACTORS)
+    table.insert(
+        1, "combination", [" / ".join(str(row[f]) for f in varied) for _, row in table.iterrows()]
+    )
     return table.reset_index(drop=True)
 
 

@@ -19,11 +19,10 @@ import json
 
 from mlflow.entities import Run, ViewType
 
-from stages.lib.core.cell_config import SHARED_SETTINGS
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.cell_config import SHARED_SETTINGS, VARIANTS, hyperparameters
+from stages.lib.core.config import AXES, Cell, Params
 from stages.lib.tracking import tracking
 
-AXES: tuple[str, ...] = ("activation", "initializer", "optimizer", "seed")
 GRID_KIND = "grid"  # value of the `kind` tag on a grid revision's parent run
 REVISION_TAG = "grid_revision"
 # Tags MLflow's UI reads.
@@ -40,14 +39,14 @@ def grid_revision(params: Params) -> str:
     """12 hex digits naming what the grid's cells read; equal for equal grids."""
     train = params.train
     hyper = {
-        "activation": {n: getattr(train.activations, n).model_dump() for n in train.activation},
-        "initializer": {n: getattr(train.initializers, n).model_dump() for n in train.initializer},
-        "optimizer": {n: getattr(train.optimizers, n).model_dump() for n in train.optimizer},
+        factor: {name: hyperparameters(train, factor, name) for name in getattr(train, factor)}
+        for factor in VARIANTS
     }
     definition = {
         "study": params.study.name,
         **{axis: list(getattr(train, axis)) for axis in AXES},
         **train.model_dump(include=set(SHARED_SETTINGS)),
+        "architectures": {name: train.architectures[name] for name in train.architecture},
         "hyperparameters": hyper,
     }
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
@@ -55,7 +54,7 @@ def grid_revision(params: Params) -> str:
 
 
 def grid_line(params: Params) -> str:
-    """`activation: relu, tanh · ... · seed: 0, 1 (4 cells)`."""
+    """`activation: relu, tanh · ... · dropout: 0.0 · seed: 0, 1 (4 cells)`."""
     train = params.train
     values = [list(getattr(train, axis)) for axis in AXES]
     cells = 1
@@ -70,14 +69,15 @@ def grid_line(params: Params) -> str:
 def experiment_description(params: Params) -> str:
     """The experiment's description (markdown): the question, the grid, the runs, the report."""
     train = params.train
+    architectures = ", ".join(f"{n} {train.architectures[n]}" for n in train.architecture)
     return "\n\n".join(
         [
             f"**{params.study.name}**: how do the activation function, the weight initializer "
             "and the optimizer change what an MLP learns on MNIST?",
             f"**Grid** (latest revision `{grid_revision(params)}`): {grid_line(params)}. "
-            f"Shared: hidden units {train.hidden_units}, dropout {train.dropout}, "
-            f"{train.epochs} epochs, batch {train.batch_size}.",
-            "**Runs**: one per cell, named `<activation>-<initializer>-<optimizer>-<seed>`, "
+            f"Architectures (hidden units): {architectures}. Shared: at most {train.epochs} "
+            "epochs.",
+            f"**Runs**: one per cell, named `{'-'.join(f'<{axis}>' for axis in AXES)}`, "
             "nested under a parent run `grid-<revision>` per grid revision together with the "
             "`study-report` run. Every factor is a param and a tag (columns, Group by); "
             "`test/accuracy` and the other test metrics arrive with `evaluate`.",
@@ -99,9 +99,8 @@ def describe_experiment(experiment: tracking.Experiment, params: Params) -> None
 
 def cell_tags(parent_run_id: str, params: Params, cell: Cell) -> dict[str, str]:
     """A cell run's place in the study: parent, revision, factors, source and description."""
-    command = (
-        f"mlpstudy train --activation {cell.activation} --initializer {cell.initializer} "
-        f"--optimizer {cell.optimizer} --seed {cell.seed}"
+    command = "mlpstudy train " + " ".join(
+        f"--{axis.replace('_', '-')} {getattr(cell, axis)}" for axis in AXES
     )
     return {
         PARENT_TAG: parent_run_id,
@@ -110,9 +109,9 @@ def cell_tags(parent_run_id: str, params: Params, cell: Cell) -> dict[str, str]:
         SOURCE_NAME_TAG: command,
         SOURCE_TYPE_TAG: "LOCAL",
         NOTE_TAG: (
-            f"Cell {cell.key} of {params.study.name}: activation {cell.activation}, initializer "
-            f"{cell.initializer}, optimizer {cell.optimizer}, seed {cell.seed} "
-            f"(grid {grid_revision(params)})."
+            f"Cell {cell.key} of {params.study.name}: "
+            + ", ".join(f"{axis.replace('_', ' ')} {getattr(cell, axis)}" for axis in AXES)
+            + f" (grid {grid_revision(params)})."
         ),
     }
 

@@ -36,7 +36,7 @@ def select_device(train: TrainParams) -> Placement:
     TensorFlow initialised (the tests do, to exercise mirroring without a GPU).
 
     Under a strategy, Keras' `model.fit(batch_size=...)` is the GLOBAL batch: each step splits it
-    evenly across the replicas (`train.batch_size` / replicas examples each), and the gradients are
+    evenly across the replicas (the cell's batch size / replicas each), and the gradients are
     summed across replicas so that one step equals a single-device step on the whole batch. The
     training result therefore matches single-device training up to float rounding.
     Keras 3 cannot run several steps per execution on more than one replica, so mirroring over

@@ -102,7 +102,7 @@ def fit_cell(
     feed = batches.feed(
         setup.splits["train"],
         setup.splits["validation"],
-        train.batch_size,
+        setup.cell.batch_size,
         setup.cell.seed,
         range(setup.initial_epoch, max(epochs, setup.initial_epoch)),
         prebatched=train.distribute == "none",

@@ -8,10 +8,9 @@ the configuration only, never on what ran before in the process.
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
+from stages.lib.core.cell_config import hyperparameters
 from stages.lib.core.config import Cell, TrainParams
 from stages.lib.data.idx import IMAGE_SHAPE, NUM_CLASSES
 
@@ -26,53 +25,49 @@ def hidden_name(index: int) -> str:
 
 
 def make_activation(name: str, train: TrainParams, layer_name: str) -> str | keras.layers.Layer:
-    """The activation `name` with its hyperparameters from `train.activations.<name>`.
+    """The activation variant `name` of `train.activations`, with its effective settings.
 
     Parameterised activations are Keras layers used as the Dense layer's activation: they save
     and load with the model (no custom objects), and the Dense layer keeps its activation, which
     the diagnostics read from `layer.activation`.
     """
-    if name == "leaky_relu":
-        slope = train.activations.leaky_relu.negative_slope
+    settings = hyperparameters(train, "activation", name)
+    kind = settings["type"]
+    if kind == "leaky_relu":
+        slope = settings["negative_slope"]
         return keras.layers.LeakyReLU(negative_slope=slope, name=f"{layer_name}_leaky_relu")
-    if name == "elu":
-        return keras.layers.ELU(alpha=train.activations.elu.alpha, name=f"{layer_name}_elu")
-    if name in ("relu", "tanh", "sigmoid", "selu", "gelu"):
-        return name
-    raise ValueError(f"activation: {name!r} is not supported")
+    if kind == "elu":
+        return keras.layers.ELU(alpha=settings["alpha"], name=f"{layer_name}_elu")
+    if kind in ("relu", "tanh", "sigmoid", "selu", "gelu"):
+        return kind
+    raise ValueError(f"activation: type {kind!r} is not supported")
 
 
 def make_initializer(name: str, train: TrainParams, seed: int) -> keras.initializers.Initializer:
-    """The kernel initializer `name` with `train.initializers.<name>`, seeded with `seed`."""
-    settings = train.initializers
+    """The kernel initializer variant `name` of `train.initializers`, seeded with `seed`."""
+    settings = hyperparameters(train, "initializer", name)
     initializers = keras.initializers
-    factories: dict[str, Any] = {
-        "glorot_uniform": lambda: initializers.GlorotUniform(seed=seed),
-        "glorot_normal": lambda: initializers.GlorotNormal(seed=seed),
-        "he_uniform": lambda: initializers.HeUniform(seed=seed),
-        "he_normal": lambda: initializers.HeNormal(seed=seed),
-        "lecun_normal": lambda: initializers.LecunNormal(seed=seed),
-        "random_normal": lambda: initializers.RandomNormal(
-            stddev=settings.random_normal.stddev, seed=seed
-        ),
-        "truncated_normal": lambda: initializers.TruncatedNormal(
-            stddev=settings.truncated_normal.stddev, seed=seed
-        ),
-        "variance_scaling": lambda: initializers.VarianceScaling(
-            scale=settings.variance_scaling.scale,
-            mode=settings.variance_scaling.mode,
-            distribution=settings.variance_scaling.distribution,
-            seed=seed,
-        ),
-        "zeros": initializers.Zeros,
+    classes: dict[str, type[keras.initializers.Initializer]] = {
+        "glorot_uniform": initializers.GlorotUniform,
+        "glorot_normal": initializers.GlorotNormal,
+        "he_uniform": initializers.HeUniform,
+        "he_normal": initializers.HeNormal,
+        "lecun_normal": initializers.LecunNormal,
+        "random_normal": initializers.RandomNormal,
+        "truncated_normal": initializers.TruncatedNormal,
+        "variance_scaling": initializers.VarianceScaling,
     }
-    if name not in factories:
-        raise ValueError(f"initializer: {name!r} is not supported")
-    return factories[name]()
+    kind, options = settings["type"], {k: v for k, v in settings.items() if k != "type"}
+    if kind == "zeros":
+        return initializers.Zeros()
+    if kind not in classes:
+        raise ValueError(f"initializer: type {kind!r} is not supported")
+    return classes[kind](seed=seed, **options)
 
 
 def make_optimizer(name: str, train: TrainParams) -> keras.optimizers.Optimizer:
-    """The optimizer `name` with every hyperparameter from `train.optimizers.<name>`."""
+    """The optimizer variant `name` of `train.optimizers`: its type, every setting, its name."""
+    settings = hyperparameters(train, "optimizer", name)
     classes: dict[str, type[keras.optimizers.Optimizer]] = {
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
@@ -81,25 +76,27 @@ def make_optimizer(name: str, train: TrainParams) -> keras.optimizers.Optimizer:
         "adamw": keras.optimizers.AdamW,
         "nadam": keras.optimizers.Nadam,
     }
-    if name not in classes:
-        raise ValueError(f"optimizer: {name!r} is not supported")
-    hyperparameters = getattr(train.optimizers, name).model_dump()
+    kind, options = settings["type"], {k: v for k, v in settings.items() if k != "type"}
+    if kind not in classes:
+        raise ValueError(f"optimizer: type {kind!r} is not supported")
     # An explicit name: Keras numbers unnamed optimizers per process (adam, adam_1, ...), which
     # would change the configuration that keys the cell's checkpoint.
-    return classes[name](name=name, **hyperparameters)
+    return classes[kind](name=name, **options)
 
 
 def build_model(cell: Cell, train: TrainParams) -> keras.Model:
     """Input uint8 (28, 28) -> scale to [0, 1] -> flatten -> hidden Dense layers -> 10 logits.
 
-    The cell's activation and initializer apply to the hidden layers; the logits layer always
-    starts from Glorot-uniform, so the study varies only what it says it varies.
+    The cell's architecture gives the hidden layers; its activation and initializer apply to them,
+    its dropout follows each; the logits layer always starts from Glorot-uniform, so the study
+    varies only what it says it varies.
     """
     base_seed = SEED_STRIDE * cell.seed
+    hidden_units = train.architectures[cell.architecture]
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="scale")(inputs)
     x = keras.layers.Flatten(name="flatten")(x)
-    for index, units in enumerate(train.hidden_units, start=1):
+    for index, units in enumerate(hidden_units, start=1):
         name = hidden_name(index)
         x = keras.layers.Dense(
             units,
@@ -107,11 +104,11 @@ def build_model(cell: Cell, train: TrainParams) -> keras.Model:
             kernel_initializer=make_initializer(cell.initializer, train, base_seed + index),
             name=name,
         )(x)
-        if train.dropout > 0:
-            x = keras.layers.Dropout(
-                train.dropout, seed=base_seed + index, name=f"dropout_{index}"
-            )(x)
-    logits_seed = base_seed + len(train.hidden_units) + 1
+        if cell.dropout > 0:
+            x = keras.layers.Dropout(cell.dropout, seed=base_seed + index, name=f"dropout_{index}")(
+                x
+            )
+    logits_seed = base_seed + len(hidden_units) + 1
     outputs = keras.layers.Dense(
         NUM_CLASSES,
         kernel_initializer=keras.initializers.GlorotUniform(seed=logits_seed),

@@ -1,7 +1,7 @@
 """Progress of a long `dvc repro` that a person can follow: one line per epoch, never per step.
 
-    train@relu-he_normal-adam-0 [cell 10/54] epoch 5/25: loss 0.0412 val_accuracy 0.9771 \
-val_loss 0.0804 (0.41 s) | grid: ~6.5 min left, 44 cells after this one
+    train@relu-he_normal-adam-base-256-0.0-0 [cell 10/54] epoch 5/25: loss 0.0412 \
+val_accuracy 0.9771 val_loss 0.0804 (0.41 s) | grid: ~6.5 min left, 44 cells after this one
 
 The estimate of the time left assumes that every cell after this one (in the grid's order, which
 is the order `dvc repro` runs them in) still has to train, at the mean time per cell measured so far
