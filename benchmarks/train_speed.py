@@ -70,7 +70,8 @@ def epoch_clock() -> Any:
 
 
 def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
-    from stages.lib.core.config import grid, load_params
+    from stages.lib.core.config import load_params
+    from stages.lib.core.grid import grid
     from stages.lib.core.paths import Paths
     from stages.lib.data.prepared import load_split
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import typer
 
-from stages.lib.core.config import Cell, ConfigError, Params, load_params, make_cell
+from stages.lib.core.config import ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
+from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
 
 app = typer.Typer(

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from stages.lib.core.atomic import check_writable
-from stages.lib.core.config import Cell, ConfigError, Params, grid
+from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
+from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths, display_path
 from stages.lib.data.prepared import load_split
 from stages.lib.evaluation import evaluation_tables, metrics
@@ -49,11 +50,11 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     for folder in outputs:
         check_writable(folder, paths.root, "run `dvc repro evaluate` again")
     # imports MLflow (~1 s): after the checks of local files
-    from stages.lib.tracking import tracking
+    from stages.lib.tracking import runs, tracking
 
     experiment = tracking.open_experiment(params.study.name, paths, create=False)
     for key, run_id in run_ids.items():
-        if not tracking.run_exists(experiment, run_id):
+        if not runs.run_exists(experiment, run_id):
             raise StageError(
                 f"{display_path(paths.run_record(key), paths.root)}: run {run_id} is "
                 f"not in experiment {experiment.name!r} of the MLflow store "

@@ -23,7 +23,8 @@ import pandas as pd
 
 from stages.lib.core.atomic import atomic_path, write_json, write_text
 from stages.lib.core.cell_config import hyperparameters
-from stages.lib.core.config import Params, grid
+from stages.lib.core.config import Params
+from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
 from stages.lib.reporting import (
     diagnostic_figures,

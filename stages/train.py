@@ -15,7 +15,8 @@ import keras
 
 from stages.lib.core.atomic import write_json
 from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.config import Params
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.core.stopwatch import Stopwatch
 from stages.lib.data.prepared import load_split, split_file

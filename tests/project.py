@@ -15,7 +15,7 @@ import yaml
 from conftest import PROJECT_ROOT
 from synthetic import write_mirror
 
-from stages.lib.core.config import Cell
+from stages.lib.core.grid import Cell
 
 BIN = Path(sys.executable).parent
 COPIED = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")

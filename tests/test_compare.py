@@ -19,12 +19,13 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.lib.core.cell_config import effective_config, flat_params
-from stages.lib.core.config import AXES, Cell, Params, grid, load_params
+from stages.lib.core.config import AXES, Params, load_params
+from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
 from stages.lib.evaluation.evaluation_tracking import log_changed_metrics
 from stages.lib.reporting import compare, compare_view
 from stages.lib.reporting.report_run import REPORT_KIND, RUN_NAME
-from stages.lib.tracking import tracking, tracking_log
+from stages.lib.tracking import runs, tracking, tracking_log
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "compare-test-study"
@@ -53,8 +54,8 @@ def accuracy_of(cell: Cell) -> float:
 
 def log_cell(experiment: tracking.Experiment, params: Params, cell: Cell, accuracy: float) -> str:
     """One cell's run as train creates it and evaluate completes it."""
-    tags = {"kind": tracking.CELL_KIND, "study": params.study.name, "cell": cell.key}
-    run_id = tracking.create_run(
+    tags = {"kind": runs.CELL_KIND, "study": params.study.name, "cell": cell.key}
+    run_id = runs.create_run(
         experiment, cell.key, flat_params(effective_config(params, cell)), tags
     )
     client = experiment.client

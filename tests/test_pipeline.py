@@ -10,7 +10,8 @@ import pytest
 import yaml
 from project import TINY, dvc, dvc_json, make_project, shrink, shrunk_cell
 
-from stages.lib.core.config import grid, load_params
+from stages.lib.core.config import load_params
+from stages.lib.core.grid import grid
 from stages.lib.core.paths import MNIST_FILES, Paths
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from stages import report
-from stages.lib.core.config import Cell, ConfigError, Params, ReportParams, grid, load_params
+from stages.lib.core.config import ConfigError, Params, ReportParams, load_params
+from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]

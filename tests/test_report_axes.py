@@ -8,7 +8,8 @@ import pandas as pd
 from test_report import make_params, project, write_cell
 
 from stages import report
-from stages.lib.core.config import FACTORS, grid
+from stages.lib.core.config import FACTORS
+from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
 
 __all__ = ["project"]  # the fixture, imported for the tests here

@@ -24,9 +24,9 @@ from stages.lib.core.config import (
     PreprocessParams,
     StudyParams,
     TrainParams,
-    grid,
     load_params,
 )
+from stages.lib.core.grid import grid
 
 STUDIES = sorted((PROJECT_ROOT / "studies").glob("*.yaml"))
 AXES = ("activation", "initializer", "optimizer", "architecture", "batch_size", "dropout", "seed")

@@ -16,7 +16,7 @@ from project import shrunk_cell
 from stages.lib.core.config import ConfigError
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
-from stages.lib.tracking import tracking, tracking_log
+from stages.lib.tracking import runs, tracking, tracking_log
 
 STUDY = "test-study"
 
@@ -102,17 +102,17 @@ def test_runs_are_created_found_and_continued_by_id(tmp_path):
     paths = Paths.at(tmp_path)
     experiment = tracking.open_experiment(STUDY, paths)
     client = experiment.client
-    cell_run = tracking.create_run(
+    cell_run = runs.create_run(
         experiment, "relu-he_normal-adam-0", {"optimizer.learning_rate": "0.001"}, {"kind": "cell"}
     )
     client.create_run(experiment.experiment_id, run_name="report", tags={"kind": "report"})
 
-    tracking.set_tags(experiment, cell_run, {"device": "CPU:0"})
+    runs.set_tags(experiment, cell_run, {"device": "CPU:0"})
     with tracking.open_run(cell_run, paths):
         tracking_log.log_summary(client, cell_run, {"test_accuracy": 0.9, "device": "CPU:0"})
     tracking_log.log_summary(client, cell_run, {"test_accuracy": 0.1})  # already there: skipped
 
-    found = tracking.find_runs(STUDY, experiment.tracking_uri)
+    found = runs.find_runs(STUDY, experiment.tracking_uri)
     assert [run.info.run_id for run in found] == [cell_run]
     run = found[0]
     assert run.info.run_name == "relu-he_normal-adam-0"
@@ -120,15 +120,15 @@ def test_runs_are_created_found_and_continued_by_id(tmp_path):
     assert run.data.params == {"optimizer.learning_rate": "0.001"}
     assert run.data.tags["device"] == "CPU:0"
     assert [m.value for m in client.get_metric_history(cell_run, "test_accuracy")] == [0.9]
-    assert tracking.run_exists(experiment, cell_run)
-    assert not tracking.run_exists(experiment, "f" * 32)
-    assert tracking.find_runs("no-such-study", experiment.tracking_uri) == []
+    assert runs.run_exists(experiment, cell_run)
+    assert not runs.run_exists(experiment, "f" * 32)
+    assert runs.find_runs("no-such-study", experiment.tracking_uri) == []
 
 
 def test_metrics_are_logged_per_step_and_logged_steps_are_known(tmp_path):
     experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
     client = experiment.client
-    run_id = tracking.create_run(experiment, "cell", {}, {"kind": "cell"})
+    run_id = runs.create_run(experiment, "cell", {}, {"kind": "cell"})
 
     for step in (1, 2):
         tracking_log.log_metrics(client, run_id, step, {"val_loss": 1.0 / step, "x": 0.0}, 0)
@@ -154,9 +154,9 @@ def test_git_commit_of_a_repository_or_unknown(tmp_path):
         ["git", "-C", repository, "rev-parse", "HEAD"], check=True, timeout=60
     ).stdout.strip()
 
-    assert tracking.git_commit(repository) == head
+    assert runs.git_commit(repository) == head
     assert len(head) == 40
-    assert tracking.git_commit(Path(tmp_path / "not-a-repo")) == "unknown"
+    assert runs.git_commit(Path(tmp_path / "not-a-repo")) == "unknown"
 
 
 @pytest.mark.slow
@@ -167,16 +167,16 @@ def test_every_search_reads_all_pages(tmp_path, monkeypatch):
     paths = Paths.at(tmp_path)
     experiment = tracking.open_experiment(STUDY, paths)
     client = experiment.client
-    for _ in range(tracking.PAGE_SIZE + 1):
+    for _ in range(runs.PAGE_SIZE + 1):
         client.create_run(experiment.experiment_id, tags={"kind": report_run.REPORT_KIND})
-    assert len(report_run.report_runs(experiment)) == tracking.PAGE_SIZE + 1
+    assert len(report_run.report_runs(experiment)) == runs.PAGE_SIZE + 1
 
-    monkeypatch.setattr(tracking, "PAGE_SIZE", 2)  # the same paging on a few results
-    cells = [tracking.create_run(experiment, f"cell-{n}", {}, {"kind": "cell"}) for n in range(5)]
+    monkeypatch.setattr(runs, "PAGE_SIZE", 2)  # the same paging on a few results
+    cells = [runs.create_run(experiment, f"cell-{n}", {}, {"kind": "cell"}) for n in range(5)]
     others = [f"other-{n}" for n in range(3)]
     for name in others:
         client.create_experiment(name)
-    found = tracking.find_runs(STUDY, experiment.tracking_uri)
+    found = runs.find_runs(STUDY, experiment.tracking_uri)
     assert sorted(run.info.run_id for run in found) == sorted(cells)
     with pytest.raises(ConfigError, match=", ".join(sorted([*others, STUDY]))):
         compare.load_runs(experiment.tracking_uri, "no-such-study")
@@ -190,18 +190,18 @@ def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp
     cell = shrunk_cell("relu", "he_normal", "adam", 0)
     folder = tmp_path / "checkpoint"
     monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
-    tags = {"kind": "cell", tracking.DVC_EXP_TAG: "exp-a"}
+    tags = {"kind": "cell", runs.DVC_EXP_TAG: "exp-a"}
     run_id = cell_run.continue_or_create(experiment, folder, cell, {}, tags)
-    assert client.get_run(run_id).data.tags[tracking.DVC_EXP_TAG] == "exp-a"
+    assert client.get_run(run_id).data.tags[runs.DVC_EXP_TAG] == "exp-a"
 
     monkeypatch.delenv("DVC_EXP_NAME")  # resumed in the workspace, outside the experiment
     assert cell_run.continue_or_create(experiment, folder, cell, {}, {"kind": "cell"}) == run_id
     assert resume.read_run_file(folder)["run_id"] == run_id
-    assert tracking.DVC_EXP_TAG not in client.get_run(run_id).data.tags
+    assert runs.DVC_EXP_TAG not in client.get_run(run_id).data.tags
 
     monkeypatch.setenv("DVC_EXP_NAME", "exp-b")  # e.g. evaluate in another experiment
-    tracking.refresh_dvc_exp(client, run_id)
-    assert client.get_run(run_id).data.tags[tracking.DVC_EXP_TAG] == "exp-b"
+    runs.refresh_dvc_exp(client, run_id)
+    assert client.get_run(run_id).data.tags[runs.DVC_EXP_TAG] == "exp-b"
     monkeypatch.delenv("DVC_EXP_NAME")
-    tracking.refresh_dvc_exp(client, run_id)
-    assert tracking.DVC_EXP_TAG not in client.get_run(run_id).data.tags
+    runs.refresh_dvc_exp(client, run_id)
+    assert runs.DVC_EXP_TAG not in client.get_run(run_id).data.tags

@@ -28,7 +28,8 @@ from synthetic import make_digits
 
 from stages import train as train_stage
 from stages.lib.core.cell_config import config_digest, effective_config, flat_params
-from stages.lib.core.config import AXES, Cell, ConfigError, Params, make_cell
+from stages.lib.core.config import AXES, ConfigError, Params
+from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import resume
 from stages.lib.training.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping

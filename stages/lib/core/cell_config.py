@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.lib.core.config import AXES, NAMED, Cell, Params, TrainParams, undefined
+from stages.lib.core.config import AXES, NAMED, Params, TrainParams, undefined
+from stages.lib.core.grid import Cell
 from stages.lib.core.keras_defaults import effective
 
 # Shared train settings every cell reads (the grid lists and other names' entries are not read).

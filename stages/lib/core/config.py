@@ -6,10 +6,9 @@ the stage before any work, with a one-line message naming the key, the value and
 
 from __future__ import annotations
 
-import itertools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from stages.lib.core.config_messages import describe
 from stages.lib.core.variants import (
     Fraction,
     NonNegativeInt,
@@ -179,11 +179,6 @@ class EvaluateParams(Strict):
     misclassified_shown: Annotated[int, Field(ge=1, le=100)]
 
 
-def grid_axes() -> tuple[str, ...]:
-    """The grid's factors (every field of a cell but its seed), in the order of cell keys."""
-    return tuple(name for name in Cell.model_fields if name != "seed")
-
-
 class Interaction(Strict):
     """One heatmap of mean test accuracy: `rows` x `columns`, one panel per level of `panels`."""
 
@@ -194,7 +189,7 @@ class Interaction(Strict):
     @field_validator("rows", "columns", "panels")
     @classmethod
     def _an_axis(cls, value: str | None) -> str | None:
-        axes = grid_axes()
+        axes = FACTORS
         if value is not None and value not in axes:
             expected = ", ".join(repr(axis) for axis in axes)
             raise PydanticCustomError(
@@ -235,54 +230,6 @@ class Params(Strict):
     report: ReportParams
 
 
-# ------------------------------------------------------------------------------------ one grid cell
-class Cell(BaseModel):
-    """One combination of the study grid; `key` matches DVC's `train@<key>` matrix stage name."""
-
-    model_config = ConfigDict(frozen=True, strict=True)
-
-    activation: str
-    initializer: str
-    optimizer: str
-    architecture: str
-    batch_size: PositiveInt
-    dropout: Fraction
-    seed: NonNegativeInt
-
-    @property
-    def key(self) -> str:
-        """`relu-he_normal-sgd-base-256-0.0-0`: the values in AXES order, as DVC writes them
-        (`dvc.parsing.to_str` is `str()`: 0.25 -> "0.25", 1e-05 -> "1e-05")."""
-        return "-".join(str(getattr(self, axis)) for axis in AXES)
-
-
-def grid(train: TrainParams) -> list[Cell]:
-    """Every cell of the study grid, in the order DVC expands the matrix."""
-    return [
-        Cell(**dict(zip(AXES, values, strict=True)))
-        for values in itertools.product(*(getattr(train, axis) for axis in AXES))
-    ]
-
-
-def make_cell(train: TrainParams, **values: Any) -> Cell:
-    """A cell from command-line values (one per axis), with the same one-line errors as
-    `params.yaml`: names must be defined in its maps (they need not be in the grid's lists)."""
-    try:
-        for factor in NAMED:
-            undefined(train, factor, values[factor])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    rules = {
-        "batch_size": (values["batch_size"] >= 1, "a batch size is an integer >= 1"),
-        "dropout": (0 <= values["dropout"] < 1, "dropout is a fraction, 0 <= dropout < 1"),
-        "seed": (values["seed"] >= 0, "a seed is an integer >= 0"),
-    }
-    for axis, (allowed, rule) in rules.items():
-        if not allowed:
-            raise ConfigError(f"{axis}: {values[axis]} is not allowed; {rule}")
-    return Cell(**{axis: values[axis] for axis in AXES})
-
-
 # ------------------------------------------------------------------------------------------ loading
 def load_params(path: Path) -> Params:
     """Read and validate `params.yaml`; raise :class:`ConfigError` with a one-line message."""
@@ -302,59 +249,4 @@ def load_params(path: Path) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from None
-
-
-def _describe(error: ValidationError) -> str:
-    """One validation error as one line: key, value, what is allowed.
-
-    Unknown keys come first: a misspelt key also shows up as the missing key it was meant to be.
-    """
-    errors = error.errors(include_url=False)
-    first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
-    loc = first["loc"]
-    key = _key(loc)
-    value = first.get("input")
-    if first["type"] == "extra_forbidden":
-        valid = _fields_at(Params, loc[:-1])
-        prefix = _key(loc[:-1]) + "." if len(loc) > 1 else ""
-        return (
-            f"unknown key {key!r}{suggest(str(loc[-1]), valid, prefix)}; "
-            f"allowed here: {', '.join(valid)}"
-        )
-    if first["type"] == "missing":
-        return f"missing key {key!r}; params.yaml states every setting (no hidden defaults)"
-    if first["type"] == "literal_error":
-        allowed = _literal_choices(first)
-        return (
-            f"{key}: {value!r} is not supported{suggest(str(value), allowed)}; "
-            f"allowed: {', '.join(allowed)}"
-        )
-    message = first["msg"].removeprefix("Value error, ")
-    if isinstance(value, dict):  # a rule across keys of a section: the message names them
-        return f"{key}.{message}"
-    return f"{key}: {message} (got {value!r})"
-
-
-def _key(loc: tuple[Any, ...]) -> str:
-    """`report.interactions[0].rows`: list positions in brackets."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
-
-
-def _literal_choices(error: Any) -> tuple[str, ...]:
-    expected = error.get("ctx", {}).get("expected", "")
-    return tuple(re.findall(r"'([^']*)'", expected))
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys of the (nested) model at `loc`."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        annotation = model.model_fields[str(part)].annotation
-        if get_origin(annotation) is list:  # list[Model]: the keys of one item
-            annotation = get_args(annotation)[0]
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+        raise ConfigError(f"{path}: {describe(error, Params)}") from None

@@ -18,7 +18,7 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from stages.lib.tracking import tracking
+from stages.lib.tracking import runs
 
 ARTIFACT_FOLDER = "evaluation"
 BATCH_LIMIT = 1000  # metrics per log_batch call that MLflow stores accept
@@ -70,7 +70,7 @@ def log_evaluation(
     client: MlflowClient, run_id: str, summary: dict[str, Any], files: Mapping[str, Path]
 ) -> dict[str, float]:
     """The test metrics, and each of `files` under its name in `evaluation/`, into `run_id`."""
-    tracking.refresh_dvc_exp(client, run_id)
+    runs.refresh_dvc_exp(client, run_id)
     logged = log_changed_metrics(client, run_id, metric_values(summary))
     with tempfile.TemporaryDirectory(prefix="mlpstudy-evaluation-") as staging:
         for name, file in files.items():

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.core.config import FACTORS, Cell, ConfigError
+from stages.lib.core.config import FACTORS, ConfigError
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 
 DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))

@@ -26,7 +26,7 @@ from stages.lib.reporting.compare_view import (
     shown_columns,
     write_csv,
 )
-from stages.lib.tracking import tracking
+from stages.lib.tracking import runs, tracking
 
 
 def study_name(study: str | None, root: Path) -> str:
@@ -55,11 +55,11 @@ def run(
     """Load, filter, sort, print, and write the CSV; returns the table as printed (all columns)."""
     name = study_name(study, root)
     uri = store_uri(tracking_uri, root)
-    runs = load_runs(uri, name)
-    table = select(runs, where, sort, ascending, latest)
+    found = load_runs(uri, name)
+    table = select(found, where, sort, ascending, latest)
     if csv is not None:
         write_csv(table, csv)
-    shown = f"{len(table)} of {len(runs)}" if len(table) != len(runs) else str(len(runs))
+    shown = f"{len(table)} of {len(found)}" if len(table) != len(found) else str(len(found))
     print_table(table, shown_columns(table, where, sort), f"{name}: {shown} cell runs ({uri})")
     return table
 
@@ -85,13 +85,13 @@ def load_runs(uri: str, study: str) -> pd.DataFrame:
     """One row per cell run of `study`: cell key, factors, metrics, params, start time, run id."""
     client = MlflowClient(uri)
     if client.get_experiment_by_name(study) is None:
-        experiments = tracking.every_page(client.search_experiments)
+        experiments = runs.every_page(client.search_experiments)
         names = sorted(e.name for e in experiments if e.name != "Default")
         raise ConfigError(
             f"--study: no experiment {study!r} in {uri}; experiments there: "
             f"{', '.join(names) if names else 'none'}"
         )
-    rows = [_row(run) for run in tracking.find_runs(study, uri)]
+    rows = [_row(run) for run in runs.find_runs(study, uri)]
     table = pd.DataFrame(rows, columns=_columns(rows))
     if not table.empty:
         for column in ("batch_size", "seed"):  # integers sort as numbers
@@ -110,7 +110,7 @@ def _row(run: Run) -> dict[str, object]:
         ),
         "status": run.info.status,
         "run_id": run.info.run_id,
-        "dvc_exp": run.data.tags.get(tracking.DVC_EXP_TAG, ""),
+        "dvc_exp": run.data.tags.get(runs.DVC_EXP_TAG, ""),
         "git_commit": run.data.tags.get("git_commit", ""),
     }
     row |= {name: value for name, value in sorted(params.items()) if name not in row}

@@ -1,7 +1,7 @@
 """The study-level MLflow run: the report's tables and figures beside the cell runs they compare.
 
 One current report run per study. It is tagged `kind=report` (cell runs carry `kind=cell`, so
-`mlpstudy compare` and tracking.find_runs never mistake it for a cell) and named `study-report`.
+`mlpstudy compare` and runs.find_runs never mistake it for a cell) and named `study-report`.
 A new report replaces the previous one instead of piling up or mixing old artifacts with new:
 the new run is logged completely first, then the earlier report runs are deleted (MLflow's soft
 delete: hidden from the UI and searches, `mlflow runs restore --run-id <id>` brings one back,
@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param, Run, ViewType
 
 from stages.lib.core.config import Params
 from stages.lib.reporting.cell_results import FACTORS
-from stages.lib.tracking import tracking
+from stages.lib.tracking import runs, tracking
 
 REPORT_KIND = "report"
 RUN_NAME = "study-report"
@@ -36,8 +36,8 @@ def report_runs(experiment: tracking.Experiment, dvc_exp: str | None = None) -> 
         filter_string=f"tags.kind = '{REPORT_KIND}'",
         run_view_type=ViewType.ACTIVE_ONLY,
     )
-    runs = tracking.every_page(search)
-    return [run for run in runs if run.data.tags.get(tracking.DVC_EXP_TAG) == dvc_exp]
+    found = runs.every_page(search)
+    return [run for run in found if run.data.tags.get(runs.DVC_EXP_TAG) == dvc_exp]
 
 
 def log_report(
@@ -49,18 +49,18 @@ def log_report(
 ) -> str:
     """Log `folder` (the whole reports/study/) as the study's report run; return its id."""
     client = experiment.client
-    dvc_exp = tracking.dvc_experiment()
+    dvc_exp = runs.dvc_experiment()
     previous = [run.info.run_id for run in report_runs(experiment, dvc_exp)]
     train = params.train
     tags = {
         "kind": REPORT_KIND,
         "study": params.study.name,
-        "git_commit": tracking.git_commit(root),
+        "git_commit": runs.git_commit(root),
         "mlflow.note.content": (
             f"Study report of {params.study.name}: {summary['cells']} cells. "
             "Open the artifact index.html (self-contained) or summary.md."
         ),
-        **({tracking.DVC_EXP_TAG: dvc_exp} if dvc_exp else {}),
+        **({runs.DVC_EXP_TAG: dvc_exp} if dvc_exp else {}),
     }
     run = client.create_run(experiment.experiment_id, run_name=RUN_NAME, tags=tags)
     run_id = run.info.run_id

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 from mlflow.entities import Metric, Run, RunTag, ViewType
 
-from stages.lib.core.config import Params, grid
+from stages.lib.core.config import Params
+from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
-from stages.lib.tracking import study_tracking, tracking
+from stages.lib.tracking import runs, study_tracking, tracking
 
 PARENT = study_tracking.PARENT_TAG
 
@@ -72,17 +73,17 @@ def adopt(experiment: tracking.Experiment, parent: str, run_ids: list[str]) -> N
 def prune(experiment: tracking.Experiment, current: str) -> None:
     """Delete (MLflow's soft delete) the grid parents of this DVC experiment left without runs."""
     grid_kind = f"tags.kind = '{study_tracking.GRID_KIND}'"
-    dvc_exp = tracking.dvc_experiment()
+    dvc_exp = runs.dvc_experiment()
     for run in _search(experiment, grid_kind):
         run_id = run.info.run_id
-        if run_id == current or run.data.tags.get(tracking.DVC_EXP_TAG) != dvc_exp:
+        if run_id == current or run.data.tags.get(runs.DVC_EXP_TAG) != dvc_exp:
             continue
         if not next(_search(experiment, f"tags.`{PARENT}` = '{run_id}'"), None):
             experiment.client.delete_run(run_id)
 
 
 def _cell_children(experiment: tracking.Experiment, parent: str) -> Iterator[Run]:
-    cells = f"tags.`{PARENT}` = '{parent}' and tags.kind = '{tracking.CELL_KIND}'"
+    cells = f"tags.`{PARENT}` = '{parent}' and tags.kind = '{runs.CELL_KIND}'"
     return _search(experiment, cells)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.core.config import Cell
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.reporting.cell_results import DIGITS, FACTORS, check_complete, read_cell
 from stages.lib.reporting.stats import estimate

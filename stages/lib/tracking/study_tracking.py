@@ -20,8 +20,9 @@ import json
 from mlflow.entities import Run, ViewType
 
 from stages.lib.core.cell_config import SHARED_SETTINGS, VARIANTS, hyperparameters
-from stages.lib.core.config import AXES, Cell, Params
-from stages.lib.tracking import tracking
+from stages.lib.core.config import AXES, Params
+from stages.lib.core.grid import Cell
+from stages.lib.tracking import runs, tracking
 
 GRID_KIND = "grid"  # value of the `kind` tag on a grid revision's parent run
 REVISION_TAG = "grid_revision"
@@ -132,18 +133,18 @@ def grid_parent(experiment: tracking.Experiment, params: Params) -> str:
 
 
 def _parents(experiment: tracking.Experiment, revision: str) -> list[Run]:
-    dvc_exp = tracking.dvc_experiment()
-    runs = experiment.client.search_runs(
+    dvc_exp = runs.dvc_experiment()
+    found = experiment.client.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.kind = '{GRID_KIND}' and tags.{REVISION_TAG} = '{revision}'",
         run_view_type=ViewType.ACTIVE_ONLY,
     )
-    mine = [run for run in runs if run.data.tags.get(tracking.DVC_EXP_TAG) == dvc_exp]
+    mine = [run for run in found if run.data.tags.get(runs.DVC_EXP_TAG) == dvc_exp]
     return sorted(mine, key=lambda run: (run.info.start_time, run.info.run_id))
 
 
 def _create_parent(experiment: tracking.Experiment, params: Params, revision: str) -> str:
-    dvc_exp = tracking.dvc_experiment()
+    dvc_exp = runs.dvc_experiment()
     where = f" in DVC experiment {dvc_exp}" if dvc_exp else ""
     tags = {
         "kind": GRID_KIND,
@@ -152,7 +153,7 @@ def _create_parent(experiment: tracking.Experiment, params: Params, revision: st
         SOURCE_NAME_TAG: "dvc repro",
         SOURCE_TYPE_TAG: "LOCAL",
         NOTE_TAG: f"Grid revision {revision} of {params.study.name}{where}: {grid_line(params)}.",
-        **({tracking.DVC_EXP_TAG: dvc_exp} if dvc_exp else {}),
+        **({runs.DVC_EXP_TAG: dvc_exp} if dvc_exp else {}),
     }
     client = experiment.client
     run = client.create_run(experiment.experiment_id, run_name=f"grid-{revision}", tags=tags)

@@ -10,10 +10,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.config import Params
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.data.idx import IMAGE_SHAPE, NUM_CLASSES
-from stages.lib.tracking import study_tracking, tracking, tracking_log
+from stages.lib.tracking import runs, study_tracking, tracking, tracking_log
 from stages.lib.training import resume
 from stages.lib.training.device import Placement
 
@@ -37,11 +38,11 @@ def tags(
     experiment: tracking.Experiment,
 ) -> dict[str, str]:
     """The run's tags; describes the experiment and finds the grid's parent run on the way."""
-    commit = tracking.git_commit(paths.root)
+    commit = runs.git_commit(paths.root)
     study_tracking.describe_experiment(experiment, params)
     parent = study_tracking.grid_parent(experiment, params)
     tags = {
-        "kind": tracking.CELL_KIND,
+        "kind": runs.CELL_KIND,
         "study": params.study.name,
         "cell": cell.key,
         "dvc_stage": os.environ.get("DVC_STAGE", f"train@{cell.key}"),
@@ -55,8 +56,8 @@ def tags(
     }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
-    if tracking.dvc_experiment():
-        tags[tracking.DVC_EXP_TAG] = tracking.dvc_experiment()
+    if runs.dvc_experiment():
+        tags[runs.DVC_EXP_TAG] = runs.dvc_experiment()
     return tags
 
 
@@ -69,12 +70,12 @@ def continue_or_create(
 ) -> str:
     """The run a killed process left in `folder` (its tags refreshed), else a new run."""
     run_id = resume.read_run_file(folder).get("run_id")
-    if run_id is not None and tracking.run_exists(experiment, run_id):
-        tracking.set_tags(experiment, run_id, tags)
-        tracking.refresh_dvc_exp(experiment.client, run_id)  # e.g. resumed outside `dvc exp run`
+    if run_id is not None and runs.run_exists(experiment, run_id):
+        runs.set_tags(experiment, run_id, tags)
+        runs.refresh_dvc_exp(experiment.client, run_id)  # e.g. resumed outside `dvc exp run`
         return run_id
     resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
-    run_id = tracking.create_run(experiment, cell.key, params, tags)
+    run_id = runs.create_run(experiment, cell.key, params, tags)
     try:
         resume.update_run_file(folder, run_id=run_id)
     except BaseException:  # e.g. a full disk: the new run must not stay RUNNING

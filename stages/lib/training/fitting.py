@@ -17,7 +17,8 @@ import keras
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.config import Params
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import batches, resume
 from stages.lib.training.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping

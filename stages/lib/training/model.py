@@ -11,7 +11,8 @@ from __future__ import annotations
 import keras
 
 from stages.lib.core.cell_config import hyperparameters
-from stages.lib.core.config import Cell, TrainParams
+from stages.lib.core.config import TrainParams
+from stages.lib.core.grid import Cell
 from stages.lib.data.idx import IMAGE_SHAPE, NUM_CLASSES
 
 LOGITS = "logits"

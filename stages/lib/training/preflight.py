@@ -5,7 +5,7 @@ training process, so bad input fails in a fraction of a second with the stage's 
 from __future__ import annotations
 
 from stages.lib.core.atomic import check_writable
-from stages.lib.core.config import Cell
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import require_split
 

@@ -22,7 +22,8 @@ from typing import Any
 import keras
 
 from stages.lib.core.atomic import write_json
-from stages.lib.core.config import Cell, Params, grid
+from stages.lib.core.config import Params
+from stages.lib.core.grid import Cell, grid
 
 # A session whose last cell finished longer ago than this is a different `dvc repro`.
 SESSION_GAP_SECONDS = 3600.0

@@ -32,8 +32,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from stages.lib.core.config import Cell, Params
+from stages.lib.core.config import Params
 from stages.lib.core.errors import StageError
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths, display_path
 from stages.lib.training import preflight
 from stages.lib.training.service_protocol import FORWARDED_PREFIXES, abstract, service_address

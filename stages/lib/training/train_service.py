@@ -29,8 +29,9 @@ from typing import Any
 
 import keras
 
-from stages.lib.core.config import Cell, ConfigError, Params, load_params
+from stages.lib.core.config import ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import progress
 from stages.lib.training.service_protocol import FORWARDED_PREFIXES, Relay, abstract

@@ -1,0 +1,61 @@
+"""The study grid's cells: one `Cell` per combination of the axes' values in `params.yaml`.
+
+A cell's key names its DVC stage (`train@<key>`), its folders and its MLflow run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from stages.lib.core.config import AXES, NAMED, ConfigError, TrainParams, undefined
+from stages.lib.core.variants import Fraction, NonNegativeInt, PositiveInt
+
+
+class Cell(BaseModel):
+    """One combination of the study grid; `key` matches DVC's `train@<key>` matrix stage name."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    activation: str
+    initializer: str
+    optimizer: str
+    architecture: str
+    batch_size: PositiveInt
+    dropout: Fraction
+    seed: NonNegativeInt
+
+    @property
+    def key(self) -> str:
+        """`relu-he_normal-sgd-base-256-0.0-0`: the values in AXES order, as DVC writes them
+        (`dvc.parsing.to_str` is `str()`: 0.25 -> "0.25", 1e-05 -> "1e-05")."""
+        return "-".join(str(getattr(self, axis)) for axis in AXES)
+
+
+def grid(train: TrainParams) -> list[Cell]:
+    """Every cell of the study grid, in the order DVC expands the matrix."""
+    return [
+        Cell(**dict(zip(AXES, values, strict=True)))
+        for values in itertools.product(*(getattr(train, axis) for axis in AXES))
+    ]
+
+
+def make_cell(train: TrainParams, **values: Any) -> Cell:
+    """A cell from command-line values (one per axis), with the same one-line errors as
+    `params.yaml`: names must be defined in its maps (they need not be in the grid's lists)."""
+    try:
+        for factor in NAMED:
+            undefined(train, factor, values[factor])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    rules = {
+        "batch_size": (values["batch_size"] >= 1, "a batch size is an integer >= 1"),
+        "dropout": (0 <= values["dropout"] < 1, "dropout is a fraction, 0 <= dropout < 1"),
+        "seed": (values["seed"] >= 0, "a seed is an integer >= 0"),
+    }
+    for axis, (allowed, rule) in rules.items():
+        if not allowed:
+            raise ConfigError(f"{axis}: {values[axis]} is not allowed; {rule}")
+    return Cell(**{axis: values[axis] for axis in AXES})
