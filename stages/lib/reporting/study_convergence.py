@@ -3,7 +3,7 @@
 A cell has converged when early stopping ended it (its validation loss stopped improving for
 `patience` epochs), or, when it ran every epoch, when its validation loss has flattened: it fell
 by less than FLAT over the last `patience` epochs. Cells still improving at the end are named, so
-a reader knows which comparisons more epochs could change.
+a reader knows which comparisons more epochs could change (named by the factors that vary).
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def summary(cells: pd.DataFrame, histories: pd.DataFrame, patience: int | None) 
     improving = ran_out[~ran_out["key"].isin(flat)]
     if improving.empty:
         return text + " (flat)."
-    combos = improving.groupby(list(FACTORS), sort=False).size()
-    named = ", ".join(f"{' / '.join(map(str, levels))} ({n})" for levels, n in combos.items())
+    varied = [factor for factor in FACTORS if cells[factor].nunique() > 1] or list(FACTORS)
+    combos = improving.groupby(varied, sort=False).size()
+    named = ", ".join(
+        f"{' / '.join(map(str, levels if isinstance(levels, tuple) else (levels,)))} ({n})"
+        for levels, n in combos.items()
+    )
     return text + f". Still improving at the end (more epochs could change them): {named}."
 
 
