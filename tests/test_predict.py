@@ -181,7 +181,7 @@ def test_bad_input_is_refused_before_tensorflow_is_imported(tmp_path):
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from stages.lib import predict\n"
+        "from stages.lib.evaluation import predict\n"
         "from stages.lib.core.config import ConfigError\n"
         "from stages.lib.core.paths import Paths\n"
         "for model in (Path(sys.argv[2]), None):\n"
