@@ -21,7 +21,8 @@ The cost outside the epochs of a cell is measured by benchmarks/cell_overhead.py
 
 Data: --data DIR (train/validation/test .npz), else data/prepared if present, else synthetic digits.
 
-    .venv/bin/python benchmarks/train_speed.py [--data DIR] [--epochs 5] [--repeats 3]
+    .venv/bin/python benchmarks/train_speed.py [--data DIR] [--epochs 5] [--repeats 3] \
+        [--batch-size N]
 
 Trial r trains the cell with seed r (both kinds), so the accuracies compared are means over seeds.
 """
@@ -130,10 +131,13 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ the orchestrator
-def prepare(scratch: Path, data: Path | None, epochs: int) -> str:
-    """A scratch project: the real params.yaml (early stopping off) and the data. Returns source."""
+def prepare(scratch: Path, data: Path | None, epochs: int, batch_size: int | None) -> str:
+    """A scratch project: the real params.yaml (early stopping off; the grid's batch size, or
+    `batch_size` when given) and the data. Returns the data's source."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].update(epochs=epochs, early_stopping_patience=None)
+    if batch_size is not None:
+        params["train"]["batch_size"] = [batch_size]
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     prepared = scratch / "data" / "prepared"
     prepared.mkdir(parents=True)
@@ -172,7 +176,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cell", default="relu-he_normal-adam-base-256-0.0-0")
+    parser.add_argument("--cell", default=None, help="a cell key (default: relu/he_normal/adam)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's")
     parser.add_argument("--trial", choices=("plain", "project", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,7 +189,8 @@ def main() -> None:
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="train-speed-"))
-    source = prepare(scratch, args.data, args.epochs)
+    source = prepare(scratch, args.data, args.epochs, args.batch_size)
+    args.cell = args.cell or default_cell(scratch)
     print(f"data: {source}; cell {args.cell}; {args.epochs} epochs; scratch project {scratch}")
     results: dict[str, list[dict[str, Any]]] = {"plain": [], "project": []}
     base, _ = args.cell.rsplit("-", 1)
@@ -226,6 +232,13 @@ def main() -> None:
     ratio = steady["project"] / floor["seconds"]
     print(f"  {LABELS['project']:12s} {ratio:6.2f} x the floor (target <= 3)")
     print(f"  {LABELS['plain']:12s} {steady['plain'] / floor['seconds']:6.2f} x the floor")
+
+
+def default_cell(scratch: Path) -> str:
+    """relu / he_normal / adam with the scratch grid's first architecture, batch size, dropout."""
+    train = yaml.safe_load((scratch / "params.yaml").read_text())["train"]
+    shared = (train[axis][0] for axis in ("architecture", "batch_size", "dropout"))
+    return "-".join(["relu", "he_normal", "adam", *map(str, shared), "0"])
 
 
 MATMUL = (4096, 1024, 1024)  # (m, k, n): large enough to run at the CPU's matmul speed

@@ -132,6 +132,16 @@ def train_service_command(address: str, root: Path, idle_seconds: float) -> None
     raise typer.Exit(train_service.serve(address, root, idle_seconds, stage.run))
 
 
+@app.command("train-worker", hidden=True)
+def train_worker_command() -> None:
+    """A worker of the warm process's pool: trains cells ahead of their stages (started by the
+    warm process; see stages/lib/training/train_pool.py)."""
+    from stages import train as stage
+    from stages.lib.training import train_worker
+
+    raise typer.Exit(train_worker.work(stage.train_ahead))
+
+
 @app.command()
 def evaluate(root: Path = ROOT) -> None:
     """Evaluate every trained cell of the grid on the test split (one process for all cells)."""

@@ -14,18 +14,17 @@ from typing import Any
 import keras
 
 from stages.lib.core.atomic import write_json
-from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
+from stages.lib.core.cell_config import flat_params
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.core.stopwatch import Stopwatch
-from stages.lib.data.prepared import load_split, split_file
+from stages.lib.data.prepared import split_file
 from stages.lib.tracking import tracking, tracking_log
-from stages.lib.training import cell_run, preflight, resume
-from stages.lib.training.batches import steps_per_epoch
-from stages.lib.training.device import make_deterministic, select_device
+from stages.lib.training import cell_run, resume
 from stages.lib.training.fitting import TrainingContext, TrainingSetup, fit_cell
-from stages.lib.training.model import build_model, compile_model
+from stages.lib.training.preparation import prepare
+from stages.lib.training.service_protocol import code_digest
 from stages.lib.training.train_diagnostics import diagnostics_callbacks
 from stages.lib.training.train_diagnostics import publish as publish_diagnostics
 from stages.lib.training.train_outputs import (
@@ -48,6 +47,28 @@ def extra_callbacks(context: TrainingContext) -> list[keras.callbacks.Callback]:
     return diagnostics_callbacks(context)
 
 
+def train_ahead(
+    params: Params,
+    cell: Cell,
+    paths: Paths,
+    code: str,
+    observers: Sequence[keras.callbacks.Callback] = (),
+) -> bool:
+    """Train `cell`'s epochs into its checkpoint without MLflow, for its stage to take over
+    (stages/lib/training/train_pool.py). False when a stage's own run holds the checkpoint."""
+    ready = prepare(params, cell, paths, Stopwatch())
+    if resume.read_run_file(ready.folder):
+        return False  # a stage began this cell itself (and was killed): it resumes it
+    if resume.trained_ahead(ready.folder) != code:
+        resume.remove(ready.folder)  # other code's epochs (or none): start over
+        resume.mark_ahead(ready.folder, code)
+    setup = TrainingSetup(
+        params, cell, paths, ready.splits, ready.folder, resume.load(ready.folder), True
+    )
+    fit_cell(ready.model, setup, None, None, extra_callbacks, observers)
+    return True
+
+
 def run(
     params: Params,
     cell: Cell,
@@ -57,49 +78,33 @@ def run(
     """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics.
 
     `observers` are callbacks that watch the epochs without changing them (a progress line).
+    Epochs trained ahead (`train_ahead`) are taken over and logged, not trained again.
     """
-    train = params.train
     watch = Stopwatch()  # where the cell's time goes: run.json "seconds", benchmarks/
-    with watch("data"):
-        placement = select_device(train)
-        preflight.check(cell, paths)
-        splits = {name: load_split(paths, name) for name in preflight.SPLITS}
-        digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
+    ready = prepare(params, cell, paths, watch)
+    model, folder, digests = ready.model, ready.folder, ready.digests
     with watch("tracking_start"):
         tracking.check_store(paths)  # the experiment is opened (created) only when its run is
-    with watch("model"):
-        make_deterministic(cell.seed)
-        with placement.scope():
-            model = build_model(cell, train)
-            steps = steps_per_epoch(len(splits["train"][1]), cell.batch_size)
-            compile_model(model, cell, train, steps)
-        config = effective_config(params, cell)
-        # The checkpoint key also covers the Keras configuration the code builds from the
-        # params, so a checkpoint never meets a model it does not fit (e.g. after an edit).
-        digest = config_digest({**config, "keras": cell_run.keras_configuration(model)}, digests)
-    folder = paths.checkpoints / digest
-    with watch("tracking_start"):
         experiment = tracking.open_experiment(params.study.name, paths)
-        tags = cell_run.tags(params, cell, paths, digest, digests, placement, experiment)
-        run_id = cell_run.continue_or_create(experiment, folder, cell, flat_params(config), tags)
+        placement = ready.placement
+        tags = cell_run.tags(params, cell, paths, ready.digest, digests, placement, experiment)
+        run_id = cell_run.continue_or_create(
+            experiment, folder, cell, flat_params(ready.config), tags, code_digest()
+        )
         checkpoint = resume.load(folder)
+        ahead = resume.trained_ahead(folder) is not None
     with tracking.active_run(run_id):
         with watch("tracking_start"):
-            for name, (images, labels) in splits.items():
+            for name, (images, labels) in ready.splits.items():
                 where = split_file(paths, name)
                 tracking_log.log_dataset(images, labels, name, where, digests[name])
         with watch("fit"):
-            fitted = fit_cell(
-                model,
-                TrainingSetup(params, cell, paths, splits, folder, checkpoint),
-                experiment.client,
-                run_id,
-                extra_callbacks,
-                observers,
-            )
+            setup = TrainingSetup(params, cell, paths, ready.splits, folder, checkpoint, ahead)
+            fitted = fit_cell(model, setup, experiment.client, run_id, extra_callbacks, observers)
+            resume.clear_ahead(folder)  # its epochs are logged now: never replayed again
         with watch("outputs"):
             metrics = summarize(
-                fitted.rows, fitted.stopped_early, model.count_params(), placement.label
+                fitted.rows, fitted.stopped_early, model.count_params(), ready.placement.label
             )
             write_reports(paths.train_reports(cell.key), fitted.rows, metrics)
             publish_diagnostics(folder, paths.train_reports(cell.key))
@@ -114,8 +119,8 @@ def run(
             "experiment_name": experiment.name,
             "model_uri": model_uri,
             "cell": {**cell.model_dump(), "key": cell.key},
-            "config": config,  # the effective configuration: every setting the cell trained with
-            "config_digest": digest,
+            "config": ready.config,  # the effective configuration: every setting it trained with
+            "config_digest": ready.digest,
             "seconds": watch.seconds,  # this process's phases (without `outputs`' last write)
         }
         write_json(paths.run_record(cell.key), record)  # how evaluate finds the cell's run

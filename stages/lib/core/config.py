@@ -119,6 +119,7 @@ class TrainParams(Strict):
     early_stopping_patience: PositiveInt | None
     steps_per_execution: PositiveInt
     cpu_threads: NonNegativeInt
+    parallel_cells: PositiveInt  # speed only: not a setting of any cell
     device: Literal["auto", "cpu", "gpu"]
     distribute: Literal["none", "mirrored"]
     diagnostics: DiagnosticsParams

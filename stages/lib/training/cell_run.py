@@ -67,14 +67,17 @@ def continue_or_create(
     cell: Cell,
     params: dict[str, str],
     tags: dict[str, str],
+    code: str,
 ) -> str:
-    """The run a killed process left in `folder` (its tags refreshed), else a new run."""
+    """The run a killed process left in `folder` (its tags refreshed), else a new run; epochs
+    that `code` trained ahead into `folder` (without a run) are kept for the new run."""
     run_id = resume.read_run_file(folder).get("run_id")
     if run_id is not None and runs.run_exists(experiment, run_id):
         runs.set_tags(experiment, run_id, tags)
         runs.refresh_dvc_exp(experiment.client, run_id)  # e.g. resumed outside `dvc exp run`
         return run_id
-    resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
+    if run_id is not None or resume.trained_ahead(folder) != code:
+        resume.remove(folder)  # a checkpoint without its run (store deleted) starts over
     run_id = runs.create_run(experiment, cell.key, params, tags)
     try:
         resume.update_run_file(folder, run_id=run_id)

@@ -102,6 +102,11 @@ class DiagnosticsLog:
     def epochs(self) -> list[int]:
         return sorted(self._epochs)
 
+    def values(self, epoch: int) -> dict[str, float]:
+        """Epoch `epoch`'s values under the keys :meth:`add` takes (diag/<layer>/<measure>)."""
+        layers = self._epochs[epoch].items()
+        return {f"diag/{layer}/{name}": v for layer, row in layers for name, v in row.items()}
+
     def rows(self) -> list[dict[str, float | int | str]]:
         """Rows in epoch order, layers in the order they were measured (forward order)."""
         return [

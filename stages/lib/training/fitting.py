@@ -36,6 +36,7 @@ class TrainingSetup:
     splits: dict[str, Arrays]  # "train" and "validation": (images, labels)
     checkpoint_folder: Path
     checkpoint: resume.Checkpoint | None
+    trained_ahead: bool = False  # the checkpoint's epochs are not in MLflow yet (train_pool.py)
 
     @property
     def initial_epoch(self) -> int:
@@ -64,14 +65,15 @@ class Fitted:
 def fit_cell(
     model: keras.Model,
     setup: TrainingSetup,
-    client: MlflowClient,
-    run_id: str,
+    client: MlflowClient | None,
+    run_id: str | None,
     extra_callbacks: Callable[[TrainingContext], list[keras.callbacks.Callback]],
     observers: Sequence[keras.callbacks.Callback] = (),
 ) -> Fitted:
     """`model.fit` on the train split, validated each epoch, continuing from the checkpoint.
 
-    `observers` see each finished, committed and logged epoch (e.g. a progress line).
+    `observers` see each finished, committed and logged epoch (e.g. a progress line). Without
+    a client (a cell trained ahead, before its run exists) nothing is logged to MLflow.
     """
     train = setup.params.train
     state = setup.checkpoint.state if setup.checkpoint else {}

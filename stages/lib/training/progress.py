@@ -5,7 +5,8 @@ val_accuracy 0.9771 val_loss 0.0804 (0.41 s) | grid: ~6.5 min left, 44 cells aft
 
 The estimate of the time left assumes that every cell after this one (in the grid's order, which
 is the order `dvc repro` runs them in) still has to train, at the mean time per cell measured so far
-in this `dvc repro`; cells that DVC finds up to date make it shorter. Times of finished cells are
+in this `dvc repro`, `train.parallel_cells` at once; cells that DVC finds up to date make it
+shorter. Times of finished cells are
 kept in `.mlpstudy/progress.json` under the id of the process that runs the stages (DVC), so each
 `dvc repro` starts its own estimate.
 """
@@ -40,6 +41,7 @@ class GridProgress:
     total: int
     epochs: int
     finished: list[float] = field(default_factory=list)  # seconds per cell, this session
+    parallel: int = 1  # cells training at once
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -55,7 +57,7 @@ class GridProgress:
         else:
             this_cell = (self.epochs - epochs_done) * seconds_per_epoch
             per_cell = elapsed + this_cell
-        return this_cell + (self.total - self.position) * per_cell
+        return this_cell + (self.total - self.position) * per_cell / self.parallel
 
     def record_finished(self) -> None:
         """Add this cell's wall time to the session (read by the next cell's estimate)."""
@@ -64,14 +66,16 @@ class GridProgress:
         write_json(self.file, state)
 
 
-def for_cell(params: Params, cell: Cell, file: Path, session: str) -> GridProgress:
-    """The progress of `cell`, continuing the session's times when `file` holds them."""
+def for_cell(
+    params: Params, cell: Cell, file: Path, session: str, parallel: int = 1
+) -> GridProgress:
+    """The progress of `cell`, continuing the session's times when `file` holds them;
+    `parallel` cells train at once."""
     cells = [other.key for other in grid(params.train)]
     position = cells.index(cell.key) + 1 if cell.key in cells else len(cells) + 1
     total = max(len(cells), position)
-    return GridProgress(
-        file, session, cell, position, total, params.train.epochs, _session_times(file, session)
-    )
+    times = _session_times(file, session)
+    return GridProgress(file, session, cell, position, total, params.train.epochs, times, parallel)
 
 
 def _session_times(file: Path, session: str) -> list[float]:

@@ -27,18 +27,25 @@ FORWARDED_PREFIXES = ("DVC_", "MLFLOW_", "MLPSTUDY_")
 STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
 
 
+PACKAGE = Path(__file__).resolve().parents[2]  # the `stages` package
+
+
+def code_digest() -> str:
+    """A digest of the `stages` package's code: what a warm process or a checkpoint ran."""
+    code = hashlib.sha256()
+    for file in sorted(PACKAGE.rglob("*.py")):
+        code.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
+    return code.hexdigest()
+
+
 def service_address(params: Params, paths: Paths) -> str:
     """The socket name of the process that may train this project's cells."""
-    package = Path(__file__).resolve().parents[2]  # the `stages` package
-    code = hashlib.sha256()
-    for file in sorted(package.rglob("*.py")):
-        code.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes())
     startup = sorted((k, v) for k, v in os.environ.items() if k.startswith(STARTUP_PREFIXES))
     identity = json.dumps(
         [
             str(paths.root),
-            str(package),
-            code.hexdigest(),
+            str(PACKAGE),
+            code_digest(),
             sys.executable,
             params.train.device,
             params.train.distribute,
@@ -47,6 +54,15 @@ def service_address(params: Params, paths: Paths) -> str:
         ]
     )
     return "mlpstudy-train-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def use_environment(forwarded: dict[str, str], cwd: str) -> None:
+    """Take on a request's forwarded environment and working directory."""
+    for key in [k for k in os.environ if k.startswith(FORWARDED_PREFIXES)]:
+        if key not in forwarded:
+            del os.environ[key]
+    os.environ.update(forwarded)
+    os.chdir(cwd)
 
 
 def abstract(name: str) -> str:

@@ -35,6 +35,9 @@ def diagnostics_callbacks(context: TrainingContext) -> list[keras.callbacks.Call
     progress = setup.checkpoint_folder / DIAGNOSTICS_FILE
     resumed = context.initial_epoch > 0 and progress.is_file()
     log = DiagnosticsLog.read(progress, context.initial_epoch) if resumed else DiagnosticsLog()
+    if resumed and setup.trained_ahead:  # measured by a process that logged nothing to MLflow
+        for epoch in log.epochs:
+            context.logger.add(epoch, defined(log.values(epoch)))
 
     def on_measure(epoch: int, values: dict[str, float]) -> None:
         log.add(epoch, values)

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from stages.lib.core.config import ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
-from stages.lib.core.grid import Cell
+from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
-from stages.lib.training import progress
-from stages.lib.training.service_protocol import FORWARDED_PREFIXES, Relay, abstract
+from stages.lib.training import progress, train_pool
+from stages.lib.training.service_protocol import Relay, abstract, use_environment
 
 CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
 
@@ -70,15 +71,32 @@ def _exit_when_client_leaves(connection: socket.socket, finished: threading.Even
         os._exit(3)  # like a killed `mlpstudy train`: no cleanup, the checkpoint stays
 
 
-def _use_environment(forwarded: dict[str, str], cwd: str) -> None:
-    for key in [k for k in os.environ if k.startswith(FORWARDED_PREFIXES)]:
-        if key not in forwarded:
-            del os.environ[key]
-    os.environ.update(forwarded)
-    os.chdir(cwd)
+def train_in_pool(
+    pool: train_pool.Pool, run: RunCell, params: Params, cell: Cell, paths: Paths, request: dict
+) -> None:
+    """Train `cell` in the pool (with the cells after it, ahead), then take it over here."""
+    task = {key: request[key] for key in ("root", "cwd", "session", "env")}
+    task["cell"] = cell.model_dump()
+    size = train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU")))
+    pool.train(cell, list(grid(params.train)), task, size)
+
+    def show(message: dict[str, Any]) -> None:
+        stream = sys.stderr if "err" in message else sys.stdout
+        stream.write(message.get("err", message.get("out", "")))
+
+    if pool.follow(cell.key, show) == 1:
+        raise StageError(f"train@{cell.key} failed in a training worker (its output is above)")
+    started = time.monotonic()
+    metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
+    print(
+        f"train@{cell.key}: logged and written in {time.monotonic() - started:.1f} s; best epoch "
+        f"{metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
+        f"{metrics['best_val_accuracy']:.4f})",
+        flush=True,
+    )
 
 
-def handle(connection: socket.socket, run: RunCell) -> bool:
+def handle(connection: socket.socket, run: RunCell, pool: train_pool.Pool) -> bool:
     """Serve one request; False when the process should not train another cell."""
     request = json.loads(connection.makefile("rb").readline() or b"{}")
     if "cell" not in request:
@@ -93,10 +111,14 @@ def handle(connection: socket.socket, run: RunCell) -> bool:
     sys.stdout, sys.stderr = out, err
     code, healthy = 0, True
     try:
-        _use_environment(request["env"], request["cwd"])
+        use_environment(request["env"], request["cwd"])
         paths = Paths.at(request["root"])
         params = load_params(paths.params)
-        train_here(run, params, Cell(**request["cell"]), paths, request["session"])
+        cell = Cell(**request["cell"])
+        if train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU"))):
+            train_in_pool(pool, run, params, cell, paths, request)
+        else:
+            train_here(run, params, cell, paths, request["session"])
     except ConfigError as error:
         code = 2
         err.write(f"error: {error}\n")
@@ -137,6 +159,16 @@ def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
     listener.listen(16)
     listener.settimeout(min(CHECK_SECONDS, idle_seconds))
     print(f"training process {os.getpid()} ready for {root} after {_age():.2f} s", flush=True)
+    pool = train_pool.Pool(Paths.at(root))
+    try:
+        return _serve(listener, root, idle_seconds, run, pool)
+    finally:
+        pool.close()
+
+
+def _serve(
+    listener: socket.socket, root: Path, idle_seconds: float, run: RunCell, pool: train_pool.Pool
+) -> int:
     last = time.monotonic()
     while True:
         try:
@@ -149,7 +181,7 @@ def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
             continue
         with connection:
             connection.settimeout(None)
-            healthy = handle(connection, run)
+            healthy = handle(connection, run, pool)
         print(f"request served in {time.monotonic() - begun:.2f} s", flush=True)
         last = time.monotonic()
         if not healthy:

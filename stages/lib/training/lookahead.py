@@ -1,0 +1,180 @@
+"""Which cells the running `dvc repro` will train after this one: the ones to train ahead.
+
+DVC runs the matrix cells one after another, in the grid's order. So that the other cores do not
+sit idle, the warm training process trains the next cells DVC will ask for before it asks
+(train_pool.py). A wrong guess costs only time: a cell trained ahead that DVC never runs leaves a
+checkpoint nobody takes over (removed when the process exits), and a cell DVC runs that was not
+guessed trains when its stage asks.
+
+DVC's own status needs the repository lock that the running `dvc repro` holds, so the guess reads
+what DVC would: the command line of the `dvc repro` / `dvc exp run` that runs the stages
+(`--force`, targets), and each later cell's dvc.lock entry against its command, params,
+dependencies and outputs now.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.lib.core.config import AXES
+from stages.lib.core.grid import Cell
+from stages.lib.core.paths import Paths
+
+# `dvc repro` / `dvc exp run` options that take a value (the rest are flags).
+VALUE_OPTIONS = frozenset({"-S", "--set-param", "-n", "--name", "-m", "--message", "-j", "--jobs"})
+# Stages whose reproduction reproduces every train cell first.
+DOWNSTREAM = frozenset({"train", "evaluate", "report"})
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the command running the stages asked for."""
+
+    forced: bool
+    single_item: bool
+    targets: tuple[str, ...]
+
+    def runs(self, cell: Cell) -> bool:
+        """Whether this command reproduces `cell`'s stage at all (up to date or not)."""
+        stage = f"train@{cell.key}"
+        for target in self.targets:
+            name = target.rsplit(":", 1)[-1]  # dvc.yaml:report -> report
+            if target.endswith("dvc.yaml") or fnmatch.fnmatchcase(stage, name):
+                return True
+            if name in DOWNSTREAM and not self.single_item:
+                return True
+        return not self.targets
+
+
+def invocation(pid: int) -> Invocation | None:
+    """The `dvc repro` or `dvc exp run` among `pid` and its ancestors, or None."""
+    while pid > 1:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        parsed = parse_command(argv)
+        if parsed is not None:
+            return parsed
+        pid = parent
+    return None
+
+
+def parse_command(argv: list[str]) -> Invocation | None:
+    """The invocation in a `dvc repro ...` / `dvc exp run ...` argv, or None for other commands."""
+    words = [word for word in argv if word]
+    for index, word in enumerate(words):
+        if Path(word).name != "dvc":
+            continue
+        rest = words[index + 1 :]
+        if rest[:1] == ["repro"]:
+            return _options(rest[1:])
+        if rest[:2] in (["exp", "run"], ["experiments", "run"]):
+            return _options(rest[2:])
+        return None
+    return None
+
+
+def _options(args: list[str]) -> Invocation:
+    targets, flags, skip = [], set(), False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in VALUE_OPTIONS:
+            skip = True
+        elif arg.startswith("--"):
+            flags.add(arg.split("=", 1)[0])
+        elif arg.startswith("-") and len(arg) > 1:
+            flags.update(f"-{letter}" for letter in arg[1:])
+        else:
+            targets.append(arg)
+    forced = bool(flags & {"-f", "--force"})
+    return Invocation(forced, bool(flags & {"-s", "--single-item"}), tuple(targets))
+
+
+def pending_after(cell: Cell, cells: list[Cell], paths: Paths, pid: int) -> list[Cell]:
+    """The cells after `cell` in `cells` (the grid's order) that the `dvc repro` running as `pid`
+    (or an ancestor) will train; none when no such command runs (e.g. `mlpstudy train` by hand)."""
+    command = invocation(pid)
+    keys = [other.key for other in cells]
+    if command is None or cell.key not in keys:
+        return []
+    later = [other for other in cells[keys.index(cell.key) + 1 :] if command.runs(other)]
+    if command.forced:
+        return later
+    lock = _read_yaml(paths.root / "dvc.lock").get("stages", {})
+    template = _read_yaml(paths.root / "dvc.yaml").get("stages", {}).get("train", {})
+    params = _read_yaml(paths.params)
+    return [other for other in later if _stale(other, lock, template, params, paths.root)]
+
+
+def _stale(
+    cell: Cell, lock: dict[str, Any], template: dict[str, Any], params: Any, root: Path
+) -> bool:
+    """Whether DVC will find `cell`'s stage changed: what dvc.lock recorded against now."""
+    entry = lock.get(f"train@{cell.key}")
+    if not entry or not template:
+        return True
+    values = {f"item.{axis}": str(getattr(cell, axis)) for axis in AXES} | {"key": cell.key}
+
+    def render(text: str) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda match: values.get(match[1], match[0]), text)
+
+    if entry.get("cmd") != render(str(template.get("cmd", ""))):
+        return True
+    deps = {dep["path"]: dep for dep in entry.get("deps", [])}
+    if sorted(deps) != sorted(render(str(path)) for path in template.get("deps", [])):
+        return True
+    produced = {out["path"]: out for stage in lock.values() for out in stage.get("outs", [])}
+    for path, dep in deps.items():
+        if path in produced:  # a directory another stage writes (data/prepared): its lock entry
+            if produced[path].get("md5") != dep.get("md5"):
+                return True
+        elif _md5(root / path) != dep.get("md5"):
+            return True
+    declared = entry.get("params", {}).get("params.yaml", {})
+    wanted = sorted(render(str(key)) for key in template.get("params", []))
+    if sorted(declared) != wanted:
+        return True
+    if any(_lookup(params, key) != value for key, value in declared.items()):
+        return True
+    return any(_out_changed(root / out["path"], out) for out in entry.get("outs", []))
+
+
+def _out_changed(path: Path, out: dict[str, Any]) -> bool:
+    if str(out.get("md5", "")).endswith(".dir"):
+        return not path.is_dir()
+    return _md5(path) != out.get("md5")
+
+
+def _md5(path: Path) -> str | None:
+    try:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _lookup(params: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(params, dict) or part not in params:
+            return _MISSING
+        params = params[part]
+    return params
+
+
+_MISSING = object()
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}

@@ -1,0 +1,168 @@
+"""Several cells at once: the warm process trains the next cells ahead while DVC runs this one.
+
+DVC runs a grid's `train@<cell>` stages one after the other, and one cell keeps one core busy
+(`train.cpu_threads: 1`). With `train.parallel_cells: N` the warm training process keeps N
+worker processes (train_worker.py) training: the cell a stage asks for first, then the next cells
+that this `dvc repro` will run (lookahead.py). A worker trains a cell's epochs into its checkpoint
+without MLflow; the stage then takes the checkpoint over in the warm process
+(`stages.train.run`): it creates the cell's MLflow run, logs every epoch, logs the model and
+writes the outputs. Each cell keeps its own DVC stage, outputs and MLflow run, and its numbers are
+bitwise those of a cell trained alone (its own process, seeds and data order).
+
+The stage's client sees the worker's progress lines for its cell, including those printed
+before it asked. A checkpoint trained ahead that no stage takes over is removed when the pool
+closes; one cut short (DVC interrupted) is resumed by the next worker or stage that trains it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from stages.lib.core.config import TrainParams
+from stages.lib.core.grid import Cell
+from stages.lib.core.paths import Paths
+from stages.lib.training import lookahead, resume
+
+Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env
+
+
+def pool_size(train: TrainParams, gpus: int) -> int:
+    """Workers for `train`: `parallel_cells` on CPU; none on GPUs or with a distribution
+    strategy (one process uses every device), nor for a single cell at a time."""
+    on_gpu = train.device == "gpu" or (train.device == "auto" and gpus > 0)
+    if on_gpu or train.distribute != "none" or train.parallel_cells < 2:
+        return 0
+    return train.parallel_cells
+
+
+class Worker:
+    def __init__(self, log: IO[bytes], root: Path, on_message: Callable, on_exit: Callable) -> None:
+        command = [sys.executable, "-m", "stages.cli", "train-worker"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=root
+        )
+        self.key: str | None = None  # the cell it trains
+        self.ended = False
+        threading.Thread(target=self._read, args=(on_message, on_exit), daemon=True).start()
+
+    def _read(self, on_message: Callable, on_exit: Callable) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            on_message(self, json.loads(line))
+        on_exit(self)
+
+    def start(self, task: Task) -> None:
+        assert self.process.stdin is not None
+        self.key = Cell(**task["cell"]).key
+        self.process.stdin.write(json.dumps(task).encode() + b"\n")
+        self.process.stdin.flush()
+
+
+class Pool:
+    """Worker processes, the cells queued for them, and what they printed and returned."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.workers: list[Worker] = []
+        self.queue: list[Task] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}  # per cell, in order
+        self.results: dict[str, int | str] = {}  # per finished cell: 0, 1 or "skipped"
+        self.changed = threading.Condition()
+        self.log: IO[bytes] | None = None  # the workers' standard error: the service's log
+
+    # ------------------------------------------------------------------ what the service calls
+    def train(self, cell: Cell, cells: list[Cell], task: Task, size: int) -> None:
+        """Make sure `cell` trains first, then as many of the cells this `dvc repro` runs after
+        it as keep `size` workers busy."""
+        with self.changed:
+            self._resize(size)
+            if not self._known(cell.key):
+                self.queue.insert(0, task)
+                self.messages[cell.key] = []
+            ahead = lookahead.pending_after(cell, cells, self.paths, int(task["session"]))
+            for later in ahead:
+                busy = len(self.queue) + sum(w.key is not None for w in self.workers)
+                if busy >= size:
+                    break
+                if not self._known(later.key):
+                    self.queue.append({**task, "cell": later.model_dump()})
+                    self.messages[later.key] = []
+            self._dispatch()
+
+    def follow(self, key: str, show: Callable[[dict[str, Any]], None]) -> int | str:
+        """Pass `key`'s messages to `show` as they come; its result when it is done."""
+        shown = 0
+        while True:
+            with self.changed:
+                messages = self.messages.get(key, [])[shown:]
+                result = self.results.get(key) if not messages else None
+                if not messages and result is None:
+                    self.changed.wait(timeout=5.0)
+                    continue
+            for message in messages:
+                show(message)
+            shown += len(messages)
+            if result is not None:
+                with self.changed:
+                    self.results.pop(key, None)
+                    self.messages.pop(key, None)
+                return result
+
+    def close(self) -> None:
+        """End the workers; drop checkpoints trained ahead that no stage took over."""
+        for worker in self.workers:
+            if worker.process.stdin:
+                worker.process.stdin.close()
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+        for marker in self.paths.checkpoints.glob(f"*/{resume.AHEAD_FILE}"):
+            resume.remove(marker.parent)  # trained ahead, and no stage took it over
+
+    # ----------------------------------------------------------------------------- internals
+    def _known(self, key: str) -> bool:
+        queued = any(Cell(**task["cell"]).key == key for task in self.queue)
+        running = any(worker.key == key for worker in self.workers)
+        return queued or running or key in self.results
+
+    def _resize(self, size: int) -> None:
+        self.workers = [w for w in self.workers if not w.ended]
+        if self.log is None:
+            self.log = self.paths.train_service_log.open("ab")
+        while len(self.workers) < size:
+            self.workers.append(Worker(self.log, self.paths.root, self._on_message, self._on_exit))
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if worker.key is None and self.queue and not worker.ended:
+                worker.start(self.queue.pop(0))
+
+    def _on_message(self, worker: Worker, message: dict[str, Any]) -> None:
+        with self.changed:
+            key = message["key"]
+            if "done" in message:
+                self.results[key] = message["done"]
+                worker.key = None
+                self._dispatch()
+            else:
+                self.messages.setdefault(key, []).append(message)
+            self.changed.notify_all()
+
+    def _on_exit(self, worker: Worker) -> None:
+        with self.changed:
+            if worker.key is not None and worker.key not in self.results:
+                log = self.paths.train_service_log.relative_to(self.paths.root)
+                text = f"error: the training worker ended while training {worker.key}; see {log}\n"
+                self.messages.setdefault(worker.key, []).append({"err": text})
+                self.results[worker.key] = 1
+            worker.key, worker.ended = None, True
+            self.changed.notify_all()

@@ -1,0 +1,113 @@
+"""A process of the warm training process's pool: trains cells ahead of their stages.
+
+Started by train_pool.py as `python -m stages.cli train-worker`. It reads one task per line on
+standard input (a cell, the project root, the client's environment and working directory, the
+`dvc repro` session) and trains that cell's epochs into its checkpoint with
+`stages.train.train_ahead` (no MLflow: the cell's stage takes the checkpoint over and logs it).
+Standard output carries JSON lines for the pool: `{"key", "out"|"err": text}` and, last,
+`{"key", "done": 0 | 1 | "skipped"}`. Everything else (TensorFlow's own logging) goes to standard
+error, the service's log. It ends when its parent does (Linux's parent-death signal) or when
+standard input closes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import IO, Any
+
+import keras
+
+from stages.lib.core.config import ConfigError, load_params
+from stages.lib.core.errors import StageError, describe
+from stages.lib.core.grid import Cell
+from stages.lib.core.paths import Paths
+from stages.lib.training import progress
+from stages.lib.training.service_protocol import code_digest, use_environment
+
+# `stages.train.train_ahead(params, cell, paths, code, observers=...) -> bool`, handed in by the
+# command that starts this process (code here never imports the stages).
+TrainAhead = Callable[..., bool]
+PR_SET_PDEATHSIG = 1
+
+
+class Channel:
+    """A text stream whose writes reach the pool as `{"key": key, kind: text}` lines."""
+
+    def __init__(self, stream: IO[str], key: str, kind: str) -> None:
+        self.stream, self.key, self.kind = stream, key, kind
+
+    def write(self, text: str) -> int:
+        if text:
+            send(self.stream, {"key": self.key, self.kind: text})
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def send(stream: IO[str], message: dict[str, Any]) -> None:
+    stream.write(json.dumps(message) + "\n")
+    stream.flush()
+
+
+def work(train_ahead: TrainAhead) -> int:
+    """Train the cells read on standard input, one after the other, until it closes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the pool's process gone: this one too
+    if os.getppid() == 1:  # it was gone before the signal was armed
+        return 1
+    stream = os.fdopen(os.dup(1), "w")  # messages for the pool
+    os.dup2(2, 1)  # anything else written to standard output lands in the log
+    code = code_digest()
+    for line in sys.stdin:
+        task = json.loads(line)
+        cell = Cell(**task["cell"])
+        done, healthy = train_one(train_ahead, task, cell, code, stream)
+        send(stream, {"key": cell.key, "done": done})
+        if not healthy:
+            return 1
+    return 0
+
+
+def train_one(
+    train_ahead: TrainAhead, task: dict[str, Any], cell: Cell, code: str, stream: IO[str]
+) -> tuple[int | str, bool]:
+    """Train one cell ahead: (its result, whether this process may train another)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = Channel(stream, cell.key, "out")
+    sys.stderr = err = Channel(stream, cell.key, "err")
+    try:
+        use_environment(task["env"], task["cwd"])
+        paths = Paths.at(task["root"])
+        params = load_params(paths.params)
+        tracker = progress.for_cell(
+            params, cell, paths.progress_file, task["session"], params.train.parallel_cells
+        )
+        observers = [progress.EpochProgress(tracker)]
+        if not train_ahead(params, cell, paths, code, observers=observers):
+            return "skipped", True
+        tracker.record_finished()
+        print(f"{tracker.label}: trained in {time.monotonic() - tracker.started:.1f} s", flush=True)
+        return 0, True
+    except (ConfigError, StageError) as error:
+        err.write(f"error: {error}\n")
+        return 1, True
+    except Exception as error:  # the disk failing mid-cell (one line), else a bug: retire
+        message = describe(error)
+        err.write(traceback.format_exc() if message is None else f"error: {message}\n")
+        return 1, message is not None
+    finally:
+        sys.stdout, sys.stderr = saved
+        keras.backend.clear_session()
+        gc.collect()
