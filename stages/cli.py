@@ -117,9 +117,9 @@ def train(
 
 def _train_here(params: Params, cell: Cell, paths: Paths, session: str) -> None:
     from stages import train as stage
-    from stages.lib.training import train_service
+    from stages.lib.training import served_cell
 
-    train_service.train_here(stage.run, params, cell, paths, session)
+    served_cell.train_here(stage.run, params, cell, paths, session)
 
 
 @app.command("train-service", hidden=True)

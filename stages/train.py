@@ -15,6 +15,7 @@ import keras
 
 from stages.lib.core.atomic import write_json
 from stages.lib.core.cell_config import flat_params
+from stages.lib.core.code import code_digest
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
@@ -24,7 +25,6 @@ from stages.lib.tracking import tracking, tracking_log
 from stages.lib.training import cell_run, resume
 from stages.lib.training.fitting import TrainingContext, TrainingSetup, fit_cell
 from stages.lib.training.preparation import prepare
-from stages.lib.training.service_protocol import code_digest
 from stages.lib.training.train_diagnostics import diagnostics_callbacks
 from stages.lib.training.train_diagnostics import publish as publish_diagnostics
 from stages.lib.training.train_outputs import (

@@ -9,7 +9,7 @@ from conftest import PROJECT_ROOT
 from typer.main import get_command
 
 from stages.cli import app
-from stages.lib.core.config import AXES, NAMED, Params
+from stages.lib.core.config import AXES, NAMED, SPEED_ONLY, Params
 from stages.lib.core.paths import Paths
 
 DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
@@ -69,8 +69,9 @@ def test_train_cells_declare_every_value_that_defines_them():
         assert f"--{axis.replace('_', '-')} ${{item.{axis}}}" in train["cmd"]
     maps = set(NAMED.values())
     shared = {f"train.{name}" for name in Params.model_fields["train"].annotation.model_fields}
-    shared -= {f"train.{name}" for name in (*AXES, *maps)}
+    shared -= {f"train.{name}" for name in (*AXES, *maps, *SPEED_ONLY)}
     assert shared <= set(train["params"])
+    assert not {f"train.{name}" for name in SPEED_ONLY} & set(train["params"])
     for factor, field in NAMED.items():  # each cell reads only the entries of its own names
         assert f"train.{field}.${{item.{factor}}}" in train["params"]
     # The lists (batch sizes and dropouts too: their values come on the command line) and the
@@ -87,6 +88,7 @@ PLUMBING |= {
     "stages/lib/core/config_messages.py",
 }
 PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
+PLUMBING |= {"stages/lib/core/code.py"}  # which code trained a checkpoint ahead: never a number
 
 
 def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:

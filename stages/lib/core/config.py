@@ -52,6 +52,9 @@ NAMED: dict[str, str] = {
     "optimizer": "optimizers",
     "architecture": "architectures",
 }
+# Train settings that say how fast the grid trains, never what a cell computes: no cell declares
+# them, so changing one re-trains nothing.
+SPEED_ONLY: tuple[str, ...] = ("parallel_cells",)
 
 
 class ConfigError(ValueError):

@@ -15,17 +15,12 @@ dependencies and outputs now.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from stages.lib.core.config import AXES
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
+from stages.lib.training import lock_status
 
 # `dvc repro` / `dvc exp run` options that take a value (the rest are flags).
 VALUE_OPTIONS = frozenset({"-S", "--set-param", "-n", "--name", "-m", "--message", "-j", "--jobs"})
@@ -110,71 +105,5 @@ def pending_after(cell: Cell, cells: list[Cell], paths: Paths, pid: int) -> list
     later = [other for other in cells[keys.index(cell.key) + 1 :] if command.runs(other)]
     if command.forced:
         return later
-    lock = _read_yaml(paths.root / "dvc.lock").get("stages", {})
-    template = _read_yaml(paths.root / "dvc.yaml").get("stages", {}).get("train", {})
-    params = _read_yaml(paths.params)
-    return [other for other in later if _stale(other, lock, template, params, paths.root)]
-
-
-def _stale(
-    cell: Cell, lock: dict[str, Any], template: dict[str, Any], params: Any, root: Path
-) -> bool:
-    """Whether DVC will find `cell`'s stage changed: what dvc.lock recorded against now."""
-    entry = lock.get(f"train@{cell.key}")
-    if not entry or not template:
-        return True
-    values = {f"item.{axis}": str(getattr(cell, axis)) for axis in AXES} | {"key": cell.key}
-
-    def render(text: str) -> str:
-        return re.sub(r"\$\{([^}]+)\}", lambda match: values.get(match[1], match[0]), text)
-
-    if entry.get("cmd") != render(str(template.get("cmd", ""))):
-        return True
-    deps = {dep["path"]: dep for dep in entry.get("deps", [])}
-    if sorted(deps) != sorted(render(str(path)) for path in template.get("deps", [])):
-        return True
-    produced = {out["path"]: out for stage in lock.values() for out in stage.get("outs", [])}
-    for path, dep in deps.items():
-        if path in produced:  # a directory another stage writes (data/prepared): its lock entry
-            if produced[path].get("md5") != dep.get("md5"):
-                return True
-        elif _md5(root / path) != dep.get("md5"):
-            return True
-    declared = entry.get("params", {}).get("params.yaml", {})
-    wanted = sorted(render(str(key)) for key in template.get("params", []))
-    if sorted(declared) != wanted:
-        return True
-    if any(_lookup(params, key) != value for key, value in declared.items()):
-        return True
-    return any(_out_changed(root / out["path"], out) for out in entry.get("outs", []))
-
-
-def _out_changed(path: Path, out: dict[str, Any]) -> bool:
-    if str(out.get("md5", "")).endswith(".dir"):
-        return not path.is_dir()
-    return _md5(path) != out.get("md5")
-
-
-def _md5(path: Path) -> str | None:
-    try:
-        return hashlib.md5(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _lookup(params: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(params, dict) or part not in params:
-            return _MISSING
-        params = params[part]
-    return params
-
-
-_MISSING = object()
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
+    status = lock_status.LockStatus.read(paths)
+    return [other for other in later if status.changed(other)]

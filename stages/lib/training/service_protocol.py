@@ -14,9 +14,9 @@ import os
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
+from stages.lib.core.code import PACKAGE, code_digest
 from stages.lib.core.config import Params
 from stages.lib.core.paths import Paths
 
@@ -25,17 +25,6 @@ from stages.lib.core.paths import Paths
 FORWARDED_PREFIXES = ("DVC_", "MLFLOW_", "MLPSTUDY_")
 # Environment read once, when TensorFlow starts: a process started under other values differs.
 STARTUP_PREFIXES = ("TF_", "CUDA_", "XLA_", "OMP_", "MKL_", "PYTHONHASHSEED")
-
-
-PACKAGE = Path(__file__).resolve().parents[2]  # the `stages` package
-
-
-def code_digest() -> str:
-    """A digest of the `stages` package's code: what a warm process or a checkpoint ran."""
-    code = hashlib.sha256()
-    for file in sorted(PACKAGE.rglob("*.py")):
-        code.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
-    return code.hexdigest()
 
 
 def service_address(params: Params, paths: Paths) -> str:

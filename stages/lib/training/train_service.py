@@ -23,44 +23,18 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import keras
-import tensorflow as tf
 
-from stages.lib.core.config import ConfigError, Params, load_params
+from stages.lib.core.config import ConfigError, load_params
 from stages.lib.core.errors import StageError, describe
-from stages.lib.core.grid import Cell, grid
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import progress, train_pool
+from stages.lib.training import served_cell, train_pool
 from stages.lib.training.service_protocol import Relay, abstract, use_environment
 
 CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
-
-
-# The train stage's task function, `stages.train.run(params, cell, paths, observers=...)`: handed
-# in by the command that starts this process (`mlpstudy train-service`), since code here sits
-# below the stages and never imports them.
-RunCell = Callable[..., dict[str, Any]]
-
-
-def train_here(
-    run: RunCell, params: Params, cell: Cell, paths: Paths, session: str
-) -> dict[str, Any]:
-    """Train `cell` in this process with a progress line per epoch; its metrics."""
-    tracker = progress.for_cell(params, cell, paths.progress_file, session)
-    metrics = run(params, cell, paths, observers=[progress.EpochProgress(tracker)])
-    tracker.record_finished()
-    stopped = ", stopped early" if metrics["stopped_early"] else ""
-    print(
-        f"{tracker.label}: done in {progress.duration(time.monotonic() - tracker.started)}, "
-        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
-        f"{metrics['best_val_accuracy']:.4f}){stopped}",
-        flush=True,
-    )
-    return metrics
 
 
 def _exit_when_client_leaves(connection: socket.socket, finished: threading.Event) -> None:
@@ -71,32 +45,7 @@ def _exit_when_client_leaves(connection: socket.socket, finished: threading.Even
         os._exit(3)  # like a killed `mlpstudy train`: no cleanup, the checkpoint stays
 
 
-def train_in_pool(
-    pool: train_pool.Pool, run: RunCell, params: Params, cell: Cell, paths: Paths, request: dict
-) -> None:
-    """Train `cell` in the pool (with the cells after it, ahead), then take it over here."""
-    task = {key: request[key] for key in ("root", "cwd", "session", "env")}
-    task["cell"] = cell.model_dump()
-    size = train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU")))
-    pool.train(cell, list(grid(params.train)), task, size)
-
-    def show(message: dict[str, Any]) -> None:
-        stream = sys.stderr if "err" in message else sys.stdout
-        stream.write(message.get("err", message.get("out", "")))
-
-    if pool.follow(cell.key, show) == 1:
-        raise StageError(f"train@{cell.key} failed in a training worker (its output is above)")
-    started = time.monotonic()
-    metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
-    print(
-        f"train@{cell.key}: logged and written in {time.monotonic() - started:.1f} s; best epoch "
-        f"{metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
-        f"{metrics['best_val_accuracy']:.4f})",
-        flush=True,
-    )
-
-
-def handle(connection: socket.socket, run: RunCell, pool: train_pool.Pool) -> bool:
+def handle(connection: socket.socket, run: served_cell.RunCell, pool: train_pool.Pool) -> bool:
     """Serve one request; False when the process should not train another cell."""
     request = json.loads(connection.makefile("rb").readline() or b"{}")
     if "cell" not in request:
@@ -115,10 +64,10 @@ def handle(connection: socket.socket, run: RunCell, pool: train_pool.Pool) -> bo
         paths = Paths.at(request["root"])
         params = load_params(paths.params)
         cell = Cell(**request["cell"])
-        if train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU"))):
-            train_in_pool(pool, run, params, cell, paths, request)
+        if served_cell.pool_size(params):
+            served_cell.train_in_pool(pool, run, params, cell, paths, request)
         else:
-            train_here(run, params, cell, paths, request["session"])
+            served_cell.train_here(run, params, cell, paths, request["session"])
     except ConfigError as error:
         code = 2
         err.write(f"error: {error}\n")
@@ -149,7 +98,7 @@ def _age() -> float:
     return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
-def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
+def serve(address: str, root: Path, idle_seconds: float, run: served_cell.RunCell) -> int:
     """Train the cells that clients send to `address` until idle for `idle_seconds`."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -167,7 +116,11 @@ def serve(address: str, root: Path, idle_seconds: float, run: RunCell) -> int:
 
 
 def _serve(
-    listener: socket.socket, root: Path, idle_seconds: float, run: RunCell, pool: train_pool.Pool
+    listener: socket.socket,
+    root: Path,
+    idle_seconds: float,
+    run: served_cell.RunCell,
+    pool: train_pool.Pool,
 ) -> int:
     last = time.monotonic()
     while True:

@@ -25,12 +25,13 @@ from typing import IO, Any
 
 import keras
 
+from stages.lib.core.code import code_digest
 from stages.lib.core.config import ConfigError, load_params
 from stages.lib.core.errors import StageError, describe
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import progress
-from stages.lib.training.service_protocol import code_digest, use_environment
+from stages.lib.training.service_protocol import use_environment
 
 # `stages.train.train_ahead(params, cell, paths, code, observers=...) -> bool`, handed in by the
 # command that starts this process (code here never imports the stages).

@@ -1,0 +1,73 @@
+"""How the warm training process trains a requested cell: here, or in its pool of workers.
+
+`train_here` trains the cell in this process, a progress line per epoch. `train_in_pool` has the
+pool (train_pool.py) train it, and the cells this `dvc repro` runs after it ahead, relays the
+worker's progress lines, then takes the cell's checkpoint over here: its MLflow run, the logged
+epochs and model, the outputs (`stages.train.run`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from stages.lib.core.config import Params
+from stages.lib.core.errors import StageError
+from stages.lib.core.grid import Cell, grid
+from stages.lib.core.paths import Paths
+from stages.lib.training import progress, train_pool
+
+# The train stage's task function, `stages.train.run(params, cell, paths, observers=...)`: handed
+# in by the command that starts this process (`mlpstudy train-service`), since code here sits
+# below the stages and never imports them.
+RunCell = Callable[..., dict[str, Any]]
+
+
+def train_here(
+    run: RunCell, params: Params, cell: Cell, paths: Paths, session: str
+) -> dict[str, Any]:
+    """Train `cell` in this process with a progress line per epoch; its metrics."""
+    tracker = progress.for_cell(params, cell, paths.progress_file, session)
+    metrics = run(params, cell, paths, observers=[progress.EpochProgress(tracker)])
+    tracker.record_finished()
+    stopped = ", stopped early" if metrics["stopped_early"] else ""
+    print(
+        f"{tracker.label}: done in {progress.duration(time.monotonic() - tracker.started)}, "
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
+        f"{metrics['best_val_accuracy']:.4f}){stopped}",
+        flush=True,
+    )
+    return metrics
+
+
+def train_in_pool(
+    pool: train_pool.Pool, run: RunCell, params: Params, cell: Cell, paths: Paths, request: dict
+) -> None:
+    """Train `cell` in the pool (with the cells after it, ahead), then take it over here."""
+    task = {key: request[key] for key in ("root", "cwd", "session", "env")}
+    task["cell"] = cell.model_dump()
+    pool.train(cell, list(grid(params.train)), task, pool_size(params))
+
+    def show(message: dict[str, Any]) -> None:
+        stream = sys.stderr if "err" in message else sys.stdout
+        stream.write(message.get("err", message.get("out", "")))
+
+    if pool.follow(cell.key, show) == 1:
+        raise StageError(f"train@{cell.key} failed in a training worker (its output is above)")
+    started = time.monotonic()
+    metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
+    print(
+        f"train@{cell.key}: logged and written in {time.monotonic() - started:.1f} s; best epoch "
+        f"{metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
+        f"{metrics['best_val_accuracy']:.4f})",
+        flush=True,
+    )
+
+
+def pool_size(params: Params) -> int:
+    """Workers to train with (0: train here); see `train_pool.pool_size`."""
+    return train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU")))
