@@ -5,12 +5,16 @@ A scratch copy of the project (a git repo) with a small grid is trained twice wi
 
 (a) one process per cell: `MLPSTUDY_TRAIN_SERVICE=off`, each `mlpstudy train` imports TensorFlow,
     Keras and MLflow itself (the design before the warm training process);
-(b) the product: the cells of the `dvc repro` train in one warm process (stages/lib/train_client).
+(b) the warm process: the cells of the `dvc repro` train one after the other in one warm process
+    (stages/lib/training/train_client.py), `train.parallel_cells: 1`;
+(c) the product: the same with `train.parallel_cells: 2`: workers train the next cells ahead
+    while DVC runs one cell's stage (stages/lib/training/train_pool.py).
 
-For each, "whole cell minus epochs" is the `dvc repro` wall time minus the sum of every cell's
-`epoch_seconds` (history.csv), per cell, next to the wall time of a bare
+For (a) and (b), "whole cell minus epochs" is the `dvc repro` wall time minus the sum of every
+cell's `epoch_seconds` (history.csv), per cell, next to the wall time of a bare
 `python -c "import tensorflow"` measured in between. For (b) the breakdown comes from the warm
-process's log (its start, each request) and each cell's run.json `seconds` (its phases).
+process's log (its start, each request) and each cell's run.json `seconds` (its phases). For all
+three, the wall time of the `dvc repro` per cell: what a grid costs.
 
 Data: the real MNIST files when ../shared/mnist (or $MLPSTUDY_MNIST_MIRROR) holds them, else
 synthetic digits of the same size.
@@ -137,19 +141,26 @@ def main() -> None:
     cells = len(train["activation"]) * len(train["seed"])
     print(f"scratch project {project}: {cells} cells x {args.epochs} epochs, early stopping off")
     repro = [BIN / "dvc", "repro", "--force", "train"]
-    modes = {"per-process": {**env, "MLPSTUDY_TRAIN_SERVICE": "off"}, "warm": env}
+    modes = {  # environment, train.parallel_cells
+        "per-process": ({**env, "MLPSTUDY_TRAIN_SERVICE": "off"}, 1),
+        "warm": (env, 1),
+        "warm x2": (env, 2),
+    }
     fixed: dict[str, list[float]] = {mode: [] for mode in modes}
+    walls: dict[str, list[float]] = {mode: [] for mode in modes}
     imports: list[float] = []
     log = project / ".mlpstudy" / "train-service.log"
     breakdown: list[dict[str, float]] = []
     for repeat in range(args.repeats):
-        for mode, mode_env in modes.items():
+        for mode, (mode_env, parallel) in modes.items():
+            set_parallel_cells(project, parallel)
             imports.append(timed([sys.executable, "-c", "import tensorflow"], project, env))
             wait_until_no_service(project)
             log.unlink(missing_ok=True)
             wall = timed(repro, project, mode_env)
             epochs, phases = epochs_and_phases(project)
             fixed[mode].append((wall - epochs) / cells)
+            walls[mode].append(wall / cells)
             print(f"  {mode:12s} repeat {repeat + 1}: wall {wall:6.1f} s, epochs {epochs:6.1f} s")
             if mode == "warm":
                 breakdown.append(service_breakdown(log.read_text(), phases, wall, epochs, cells))
@@ -162,7 +173,22 @@ def main() -> None:
         for _ in range(3)
     )
     wait_until_no_service(project)  # leave no warm process behind
-    report(fixed, imports, breakdown, client, cells)
+    report(
+        {mode: fixed[mode] for mode in ("per-process", "warm")}, imports, breakdown, client, cells
+    )
+    print("\nwall time of the `dvc repro` per cell (median over repeats):")
+    for mode, values in walls.items():
+        ratio = statistics.median(walls["warm"]) / statistics.median(values)
+        print(
+            f"  {mode:12s} {statistics.median(values):6.2f} s   ({ratio:.2f} x the speed of warm)"
+        )
+
+
+def set_parallel_cells(project: Path, parallel: int) -> None:
+    """`train.parallel_cells`: speed only, no cell declares it (nothing re-trains for it)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["parallel_cells"] = parallel
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def service_breakdown(

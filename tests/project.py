@@ -118,13 +118,23 @@ def run(
 
 
 def training_processes(project: Path) -> list[int]:
-    """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)."""
+    """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)
+    and of their workers (train_worker.py, which run in the project)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # not a process, or gone meanwhile
             continue
-        if b"train-service" in argv and str(project).encode() in argv:
+        service = b"train-service" in argv and str(project).encode() in argv
+        worker = b"train-worker" in argv and _cwd(entry) == project.resolve()
+        if service or worker:
             found.append(int(entry.name))
     return found
+
+
+def _cwd(process: Path) -> Path | None:
+    try:
+        return (process / "cwd").resolve(strict=True)
+    except OSError:
+        return None

@@ -13,6 +13,7 @@ from project import TINY, dvc, dvc_json, make_project, shrink, shrunk_cell
 from stages.lib.core.config import load_params
 from stages.lib.core.grid import grid
 from stages.lib.core.paths import MNIST_FILES, Paths
+from stages.lib.training.lock_status import LockStatus
 
 pytestmark = pytest.mark.slow
 
@@ -170,5 +171,14 @@ def edit_params(project, edit) -> None:
 
 
 def status_stages(project, env) -> set[str]:
-    """The stages `dvc status` says are changed (its JSON output lists them as keys)."""
-    return set(dvc_json(project, env, "status"))
+    """The stages `dvc status` says are changed (its JSON output lists them as keys); the
+    train cells among them are checked against what the warm process predicts from dvc.lock
+    (stages/lib/training/lock_status.py) to choose the cells it trains ahead."""
+    changed = set(dvc_json(project, env, "status"))
+    paths = Paths.at(project)
+    status = LockStatus.read(paths)
+    predicted = {
+        f"train@{c.key}" for c in grid(load_params(paths.params).train) if status.changed(c)
+    }
+    assert predicted == train_stages(changed)
+    return changed

@@ -74,6 +74,7 @@ def work(train_ahead: TrainAhead) -> int:
     for line in sys.stdin:
         task = json.loads(line)
         cell = Cell(**task["cell"])
+        print(f"training worker {os.getpid()}: {cell.key}", file=sys.stderr, flush=True)
         done, healthy = train_one(train_ahead, task, cell, code, stream)
         send(stream, {"key": cell.key, "done": done})
         if not healthy:

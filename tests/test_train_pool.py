@@ -1,0 +1,121 @@
+"""Cells trained at once (`train.parallel_cells`; stages/lib/training/train_pool.py).
+
+While DVC runs one cell's stage, worker processes train the next cells of the same `dvc repro`
+ahead, and each stage takes its cell's checkpoint over. Every cell must come out bitwise as if
+trained alone, with its own complete MLflow run, and a guess of which cells DVC runs next must
+agree with DVC.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from project import dvc, make_project, shrink, shrunk_cell
+
+from stages.lib.core.config import load_params
+from stages.lib.core.grid import grid
+from stages.lib.core.paths import Paths
+from stages.lib.training import resume
+from stages.lib.training.lookahead import Invocation, parse_command
+from stages.lib.training.train_pool import Pool
+
+CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)
+
+
+def test_the_command_running_the_stages_says_which_cells_it_runs():
+    assert parse_command(["/v/bin/python", "/v/bin/dvc", "repro", "--force"]) == Invocation(
+        True, False, ()
+    )
+    assert parse_command(["dvc", "repro", "-fs", "report"]) == Invocation(True, True, ("report",))
+    exp = parse_command(["dvc", "exp", "run", "-S", "train.seed=[0]", "-n", "x", "train@relu*"])
+    assert exp == Invocation(False, False, ("train@relu*",))
+    assert parse_command(["dvc", "status"]) is None
+    assert parse_command(["python", "-m", "pytest"]) is None
+
+    assert Invocation(False, False, ()).runs(CELL)
+    assert Invocation(False, False, ("report",)).runs(CELL)  # downstream: every cell first
+    assert not Invocation(False, True, ("report",)).runs(CELL)  # --single-item
+    assert Invocation(False, False, (f"dvc.yaml:train@{CELL.key}",)).runs(CELL)
+    assert Invocation(False, False, ("train@relu-*",)).runs(CELL)
+    assert not Invocation(False, False, ("train@tanh-*",)).runs(CELL)
+    assert not Invocation(False, False, ("preprocess",)).runs(CELL)
+
+
+def test_closing_the_pool_drops_only_checkpoints_trained_ahead(tmp_path):
+    paths = Paths.at(tmp_path)
+    ahead, own = paths.checkpoints / "ahead", paths.checkpoints / "own"
+    resume.mark_ahead(ahead, "code")
+    resume.update_run_file(own, run_id="a-run")  # a stage's own checkpoint, killed mid-cell
+
+    Pool(paths).close()
+
+    assert not ahead.exists()
+    assert resume.read_run_file(own) == {"run_id": "a-run"}
+
+
+def four_cells(parallel: int):
+    def edit(params):
+        shrink(params)
+        params["train"].update(optimizer=["adam", "sgd"], seed=[0, 1], epochs=3)
+        params["train"]["parallel_cells"] = parallel
+
+    return edit
+
+
+def outputs(project):
+    """Per cell: history (without times), diagnostics, final weights."""
+    paths = Paths.at(project)
+    found = {}
+    for cell in grid(load_params(paths.params).train):
+        with (paths.train_reports(cell.key) / "history.csv").open(newline="") as handle:
+            history = [
+                {k: v for k, v in row.items() if k != "epoch_seconds"}
+                for row in csv.DictReader(handle)
+            ]
+        diagnostics = (paths.train_reports(cell.key) / "diagnostics.csv").read_text()
+        model = keras.models.load_model(paths.model_file(cell.key))
+        found[cell.key] = (history, diagnostics, model.get_weights())
+    return found
+
+
+@pytest.mark.slow
+def test_cells_trained_ahead_are_bitwise_cells_trained_one_by_one(tmp_path):
+    alone, env_alone = make_project(tmp_path / "alone", four_cells(1), n_train=1000)
+    ahead, env = make_project(tmp_path / "ahead", four_cells(2), n_train=1000)
+    dvc(alone, env_alone, "repro", "train")
+
+    output = dvc(ahead, env, "repro", "train")
+
+    # Two workers trained the four cells; each stage showed its cell's epochs and took it over.
+    log = Paths.at(ahead).train_service_log.read_text()
+    assert len(set(re.findall(r"training worker (\d+): ", log))) == 2, log[-3000:]
+    for cell in grid(load_params(Paths.at(ahead).params).train):
+        assert re.search(rf"train@{cell.key} \[cell \d/4\] epoch 3/3: ", output), output[-3000:]
+        assert f"train@{cell.key}: logged and written in" in output
+    assert not list(Paths.at(ahead).checkpoints.iterdir())  # all taken over
+    expected, got = outputs(alone), outputs(ahead)
+    assert got.keys() == expected.keys()
+    for key, (history, diagnostics, weights) in got.items():
+        assert history == expected[key][0]
+        assert diagnostics == expected[key][1]
+        for a, b in zip(weights, expected[key][2], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    # Each cell has its own finished run holding every epoch and every diagnostics step.
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    runs = client.search_runs(experiments, "tags.kind = 'cell'")
+    assert sorted(run.data.tags["cell"] for run in runs) == sorted(got)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert sorted(steps) == [1, 2, 3]
+        diagnostics = [name for name in run.data.metrics if name.startswith("diag/")]
+        assert diagnostics
+        history = client.get_metric_history(run.info.run_id, diagnostics[0])
+        assert sorted(m.step for m in history) == [0, 1, 2, 3]
