@@ -7,7 +7,10 @@
              steps_per_execution, cpu_threads and XLA setting of params.yaml, op determinism,
              diagnostics, a checkpoint every epoch, per-epoch MLflow logging, the logged model and
              the outputs.
-(c) floor:   the FLOPs of an epoch of the network (forward and backward on the train split,
+(c) two at once: two (b) trials started together (two cells, as `train.parallel_cells: 2` trains
+             a grid): each epoch takes longer, but two run at a time, so the grid pays half an
+             epoch's wall time per epoch.
+(d) floor:   the FLOPs of an epoch of the network (forward and backward on the train split,
              forward on the validation split: 2 x weights per example forward, twice that
              backward) at the speed of a large float32 matmul measured in the same run.
 
@@ -159,11 +162,42 @@ def prepare(scratch: Path, data: Path | None, epochs: int, batch_size: int | Non
 
 
 def run_trial(kind: str, scratch: Path, cell: str) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--trial", kind, "--scratch", str(scratch), "--cell", cell]
-    result = subprocess.run(command, capture_output=True, text=True, env=clean_environment())
-    if result.returncode != 0:
-        raise SystemExit(f"{kind} trial failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_trials(kind, scratch, [cell])[0]
+
+
+def run_trials(kind: str, scratch: Path, cells: list[str]) -> list[dict[str, Any]]:
+    """Trials of `kind`, one per cell, all at once (each in its own scratch copy of the project)."""
+    running = []
+    for index, cell in enumerate(cells):
+        where = scratch if index == 0 else copy_project(scratch, index)
+        command = [sys.executable, __file__, "--trial", kind, "--scratch", str(where)]
+        command += ["--cell", cell]
+        running.append(
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=clean_environment(),
+            )
+        )
+    results = []
+    for process in running:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"{kind} trial failed:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
+
+
+def copy_project(scratch: Path, index: int) -> Path:
+    """A second scratch project beside `scratch` (own checkpoints and store), same data."""
+    copy = scratch.with_name(f"{scratch.name}-{index}")
+    if not copy.exists():
+        (copy / "data").mkdir(parents=True)
+        (copy / "params.yaml").write_text((scratch / "params.yaml").read_text())
+        (copy / "data" / "prepared").symlink_to((scratch / "data" / "prepared").resolve())
+    return copy
 
 
 def clean_environment() -> dict[str, str]:
@@ -221,6 +255,17 @@ def main() -> None:
         print(f"  {LABELS[kind]:12s} {accuracy[kind]:.4f}")
     gap = abs(accuracy["project"] - accuracy["plain"]) * 100
     print(f"  {'difference':12s} {gap:.2f} points (target <= 0.3)")
+    pairs = []
+    for repeat in range(args.repeats):  # seeds r and r + repeats: other cells than above
+        cells = [f"{base}-{repeat}", f"{base}-{repeat + args.repeats}"]
+        pairs.extend(run_trials("project", scratch, cells))
+        epochs = " | ".join(" ".join(f"{s:.2f}" for s in r["epoch_seconds"]) for r in pairs[-2:])
+        print(f"  (c) two at once  seeds {cells[0][-1]} and {cells[1].rsplit('-', 1)[1]}: {epochs}")
+    together = statistics.median(s for r in pairs for s in r["epoch_seconds"][1:])
+    print(
+        f"  (c) two at once: {together:.3f} s per epoch of each cell, {together / 2:.3f} s per "
+        f"epoch for the grid ({steady['project'] / (together / 2):.2f} x the throughput of (b))"
+    )
     log_model = [r["log_model_seconds"] for r in results["project"]]
     print(f"mlflow.keras.log_model: {' '.join(f'{s:.3f}' for s in log_model)} s")
 
@@ -232,6 +277,8 @@ def main() -> None:
     ratio = steady["project"] / floor["seconds"]
     print(f"  {LABELS['project']:12s} {ratio:6.2f} x the floor (target <= 3)")
     print(f"  {LABELS['plain']:12s} {steady['plain'] / floor['seconds']:6.2f} x the floor")
+    grid_ratio = together / 2 / floor["seconds"]
+    print(f"  {'(c) two at once':12s} {grid_ratio:6.2f} x the floor, per epoch of the grid")
 
 
 def default_cell(scratch: Path) -> str:

@@ -191,11 +191,12 @@ def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp
     folder = tmp_path / "checkpoint"
     monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
     tags = {"kind": "cell", runs.DVC_EXP_TAG: "exp-a"}
-    run_id = cell_run.continue_or_create(experiment, folder, cell, {}, tags)
+    run_id = cell_run.continue_or_create(experiment, folder, cell, {}, tags, "code")
     assert client.get_run(run_id).data.tags[runs.DVC_EXP_TAG] == "exp-a"
 
     monkeypatch.delenv("DVC_EXP_NAME")  # resumed in the workspace, outside the experiment
-    assert cell_run.continue_or_create(experiment, folder, cell, {}, {"kind": "cell"}) == run_id
+    kind = {"kind": "cell"}
+    assert cell_run.continue_or_create(experiment, folder, cell, {}, kind, "code") == run_id
     assert resume.read_run_file(folder)["run_id"] == run_id
     assert runs.DVC_EXP_TAG not in client.get_run(run_id).data.tags
 

@@ -20,7 +20,8 @@ from project import dvc, make_project, shrink, shrunk_cell
 from stages.lib.core.config import load_params
 from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
-from stages.lib.training import resume
+from stages.lib.tracking import tracking
+from stages.lib.training import cell_run, resume
 from stages.lib.training.lookahead import Invocation, parse_command
 from stages.lib.training.train_pool import Pool
 
@@ -56,6 +57,21 @@ def test_closing_the_pool_drops_only_checkpoints_trained_ahead(tmp_path):
 
     assert not ahead.exists()
     assert resume.read_run_file(own) == {"run_id": "a-run"}
+
+
+def test_a_checkpoint_trained_ahead_is_taken_over_only_by_the_code_that_trained_it(tmp_path):
+    experiment = tracking.open_experiment("study", Paths.at(tmp_path))
+    same, other = tmp_path / "same", tmp_path / "other"
+    resume.mark_ahead(same, "code-a")
+    resume.mark_ahead(other, "code-b")
+    tags = {"kind": "cell"}
+
+    run_id = cell_run.continue_or_create(experiment, same, CELL, {}, tags, "code-a")
+    cell_run.continue_or_create(experiment, other, CELL, {}, tags, "code-a")
+
+    assert resume.trained_ahead(same) == "code-a"  # kept, its epochs now logged into a new run
+    assert resume.read_run_file(same) == {"run_id": run_id}
+    assert resume.trained_ahead(other) is None  # other code's epochs: the cell starts over
 
 
 def four_cells(parallel: int):
