@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from project import dvc, make_project, shrink, shrunk_cell
 
-from stages.lib.core.config import load_params
+from stages.lib.core.code import code_digest
+from stages.lib.core.config import Params, load_params
 from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
 from stages.lib.tracking import tracking
-from stages.lib.training import cell_run, resume
+from stages.lib.training import cell_run, resume, served_cell
 from stages.lib.training.lookahead import Invocation, parse_command
 from stages.lib.training.train_pool import Pool
 
@@ -47,15 +48,32 @@ def test_the_command_running_the_stages_says_which_cells_it_runs():
     assert not Invocation(False, False, ("preprocess",)).runs(CELL)
 
 
+def test_cells_train_at_once_on_cpu_only(real_params_dict):
+    params = Params.model_validate(real_params_dict)
+
+    def size(**train) -> int:
+        changed = params.train.model_copy(update=train)
+        return served_cell.pool_size(params.model_copy(update={"train": changed}))
+
+    assert size(device="cpu", parallel_cells=2) == 2
+    assert size(device="auto", parallel_cells=3) == 3  # no GPU on this machine
+    assert size(device="cpu", parallel_cells=1) == 0  # one at a time: trained in the process
+    assert size(device="gpu", parallel_cells=2) == 0  # one process uses the GPU
+    assert size(device="cpu", distribute="mirrored", parallel_cells=2) == 0
+
+
 def test_closing_the_pool_drops_only_checkpoints_trained_ahead(tmp_path):
     paths = Paths.at(tmp_path)
     ahead, own = paths.checkpoints / "ahead", paths.checkpoints / "own"
-    resume.mark_ahead(ahead, "code")
+    other_code = paths.checkpoints / "other-code"
+    resume.mark_ahead(ahead, code_digest())
+    resume.mark_ahead(other_code, "another version's")  # a process of other code runs too
     resume.update_run_file(own, run_id="a-run")  # a stage's own checkpoint, killed mid-cell
 
     Pool(paths).close()
 
     assert not ahead.exists()
+    assert resume.trained_ahead(other_code) == "another version's"
     assert resume.read_run_file(own) == {"run_id": "a-run"}
 
 

@@ -69,5 +69,11 @@ def train_in_pool(
 
 
 def pool_size(params: Params) -> int:
-    """Workers to train with (0: train here); see `train_pool.pool_size`."""
-    return train_pool.pool_size(params.train, len(tf.config.list_physical_devices("GPU")))
+    """Workers to train with: `parallel_cells` on CPU; none (train here) for one cell at a time,
+    on GPUs or with a distribution strategy (one process uses every device)."""
+    train = params.train
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    on_gpu = train.device == "gpu" or (train.device == "auto" and gpus > 0)
+    if on_gpu or train.distribute != "none" or train.parallel_cells < 2:
+        return 0
+    return train.parallel_cells

@@ -24,21 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from stages.lib.core.config import TrainParams
+from stages.lib.core.code import code_digest
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import lookahead, resume
 
-Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env
-
-
-def pool_size(train: TrainParams, gpus: int) -> int:
-    """Workers for `train`: `parallel_cells` on CPU; none on GPUs or with a distribution
-    strategy (one process uses every device), nor for a single cell at a time."""
-    on_gpu = train.device == "gpu" or (train.device == "auto" and gpus > 0)
-    if on_gpu or train.distribute != "none" or train.parallel_cells < 2:
-        return 0
-    return train.parallel_cells
+Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env, code
 
 
 class Worker:
@@ -69,6 +60,7 @@ class Pool:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
+        self.code = code_digest()  # the code this process runs, which its workers train with
         self.workers: list[Worker] = []
         self.queue: list[Task] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}  # per cell, in order
@@ -82,6 +74,7 @@ class Pool:
         it as keep `size` workers busy."""
         with self.changed:
             self._resize(size)
+            task = {**task, "code": self.code}
             if not self._known(cell.key):
                 self.queue.insert(0, task)
                 self.messages[cell.key] = []
@@ -126,7 +119,8 @@ class Pool:
                 worker.process.kill()
                 worker.process.wait()
         for marker in self.paths.checkpoints.glob(f"*/{resume.AHEAD_FILE}"):
-            resume.remove(marker.parent)  # trained ahead, and no stage took it over
+            if resume.trained_ahead(marker.parent) == self.code:  # another process's are its own
+                resume.remove(marker.parent)  # trained ahead, and no stage took it over
 
     # ----------------------------------------------------------------------------- internals
     def _known(self, key: str) -> bool:

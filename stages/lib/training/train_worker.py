@@ -25,7 +25,6 @@ from typing import IO, Any
 
 import keras
 
-from stages.lib.core.code import code_digest
 from stages.lib.core.config import ConfigError, load_params
 from stages.lib.core.errors import StageError, describe
 from stages.lib.core.grid import Cell
@@ -70,12 +69,11 @@ def work(train_ahead: TrainAhead) -> int:
         return 1
     stream = os.fdopen(os.dup(1), "w")  # messages for the pool
     os.dup2(2, 1)  # anything else written to standard output lands in the log
-    code = code_digest()
     for line in sys.stdin:
         task = json.loads(line)
         cell = Cell(**task["cell"])
         print(f"training worker {os.getpid()}: {cell.key}", file=sys.stderr, flush=True)
-        done, healthy = train_one(train_ahead, task, cell, code, stream)
+        done, healthy = train_one(train_ahead, task, cell, task["code"], stream)
         send(stream, {"key": cell.key, "done": done})
         if not healthy:
             return 1
