@@ -9,13 +9,21 @@ agree with DVC.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
+import time
+from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
+import processes
 import pytest
-from project import dvc, make_project, shrink, shrunk_cell
+from project import dvc, make_project, shrink, shrunk_cell, training_processes
+from test_train import CELL as TRAIN_CELL
+from test_train import clean_environment, read_history, train_command
+from test_train import make_project as make_train_project
 
 from stages.lib.core.code import code_digest
 from stages.lib.core.config import Params, load_params
@@ -153,3 +161,37 @@ def test_cells_trained_ahead_are_bitwise_cells_trained_one_by_one(tmp_path):
         assert diagnostics
         history = client.get_metric_history(run.info.run_id, diagnostics[0])
         assert sorted(m.step for m in history) == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_cell_whose_worker_dies_finishes_in_the_warm_process(tmp_path, real_params_dict):
+    root = tmp_path / "project"
+    cell = TRAIN_CELL.model_copy(update={"batch_size": 16})
+    make_train_project(root, real_params_dict, n_train=6000, epochs=6, cell=cell)
+    paths = Paths.at(root)
+    client = processes.spawn(
+        train_command(root, cell), log=tmp_path / "client.log", env=clean_environment()
+    )
+    deadline = time.monotonic() + 300
+    while not list(paths.checkpoints.glob("*/training_metadata.json")):
+        assert client.process.poll() is None, client.output()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    workers = [pid for pid in training_processes(root) if pid not in service_pids(root)]
+    assert len(workers) == 2  # the pool of train.parallel_cells: 2
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)  # e.g. the out-of-memory killer
+
+    assert client.wait(timeout=300) == 0, client.output()[-3000:]
+    output = client.output()
+    assert f"the training worker ended while training {cell.key}" in output
+    assert re.search(rf"train@{cell.key} \[cell 1/1\] epoch 6/6: ", output), output[-3000:]
+    assert [int(row["epoch"]) for row in read_history(paths, cell.key)] == list(range(1, 7))
+
+
+def service_pids(root) -> list[int]:
+    return [
+        pid
+        for pid in training_processes(root)
+        if b"train-service" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
