@@ -119,22 +119,16 @@ def run(
 
 def training_processes(project: Path) -> list[int]:
     """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)
-    and of their workers (train_worker.py, which run in the project)."""
-    found = []
+    and of their workers (train_worker.py: children of such a process)."""
+    services, workers = [], []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone meanwhile
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # not a process, or gone meanwhile
             continue
-        service = b"train-service" in argv and str(project).encode() in argv
-        worker = b"train-worker" in argv and _cwd(entry) == project.resolve()
-        if service or worker:
-            found.append(int(entry.name))
-    return found
-
-
-def _cwd(process: Path) -> Path | None:
-    try:
-        return (process / "cwd").resolve(strict=True)
-    except OSError:
-        return None
+        if b"train-service" in argv and str(project).encode() in argv:
+            services.append(int(entry.name))
+        elif b"train-worker" in argv:
+            workers.append((int(entry.name), parent))
+    return services + [pid for pid, parent in workers if parent in services]

@@ -23,7 +23,9 @@ from stages.lib.core.paths import Paths
 from stages.lib.training import lock_status
 
 # `dvc repro` / `dvc exp run` options that take a value (the rest are flags).
-VALUE_OPTIONS = frozenset({"-S", "--set-param", "-n", "--name", "-m", "--message", "-j", "--jobs"})
+VALUE_OPTIONS = frozenset(
+    {"-S", "--set-param", "-n", "--name", "-m", "--message", "-j", "--jobs", "-C", "--copy-paths"}
+)
 # Stages whose reproduction reproduces every train cell first.
 DOWNSTREAM = frozenset({"train", "evaluate", "report"})
 

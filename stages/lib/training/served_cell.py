@@ -3,7 +3,8 @@
 `train_here` trains the cell in this process, a progress line per epoch. `train_in_pool` has the
 pool (train_pool.py) train it, and the cells this `dvc repro` runs after it ahead, relays the
 worker's progress lines, then takes the cell's checkpoint over here: its MLflow run, the logged
-epochs and model, the outputs (`stages.train.run`).
+epochs and model, the outputs (`stages.train.run`). When the worker died, or a stage's own run
+holds the cell's checkpoint, what is left of the cell trains here.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ def train_in_pool(
         stream = sys.stderr if "err" in message else sys.stdout
         stream.write(message.get("err", message.get("out", "")))
 
-    if pool.follow(cell.key, show) == 1:
+    result = pool.follow(cell.key, show)
+    if result == 1:
         raise StageError(f"train@{cell.key} failed in a training worker (its output is above)")
+    if result in (train_pool.ENDED, "skipped"):  # its worker died, or a stage's run holds it
+        train_here(run, params, cell, paths, request["session"])  # what is left, here
+        return
     started = time.monotonic()
     metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
     print(

@@ -10,49 +10,27 @@ writes the outputs. Each cell keeps its own DVC stage, outputs and MLflow run, a
 bitwise those of a cell trained alone (its own process, seeds and data order).
 
 The stage's client sees the worker's progress lines for its cell, including those printed
-before it asked. A checkpoint trained ahead that no stage takes over is removed when the pool
-closes; one cut short (DVC interrupted) is resumed by the next worker or stage that trains it.
+before it asked. A worker that dies (killed, out of memory) is replaced; the stage then trains
+what is left of its cell in the warm process. A checkpoint trained ahead that no stage takes over
+is removed when the pool closes (the warm process idle); one cut short because DVC was
+interrupted stays for the next `dvc repro`, which resumes it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO, Any
 
 from stages.lib.core.code import code_digest
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import lookahead, resume
+from stages.lib.training.train_worker import Task, Worker
 
-Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env, code
-
-
-class Worker:
-    def __init__(self, log: IO[bytes], root: Path, on_message: Callable, on_exit: Callable) -> None:
-        command = [sys.executable, "-m", "stages.cli", "train-worker"]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=root
-        )
-        self.key: str | None = None  # the cell it trains
-        self.ended = False
-        threading.Thread(target=self._read, args=(on_message, on_exit), daemon=True).start()
-
-    def _read(self, on_message: Callable, on_exit: Callable) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            on_message(self, json.loads(line))
-        on_exit(self)
-
-    def start(self, task: Task) -> None:
-        assert self.process.stdin is not None
-        self.key = Cell(**task["cell"]).key
-        self.process.stdin.write(json.dumps(task).encode() + b"\n")
-        self.process.stdin.flush()
+ENDED = "ended"  # the result of a cell whose worker died while training it
 
 
 class Pool:
@@ -64,24 +42,29 @@ class Pool:
         self.workers: list[Worker] = []
         self.queue: list[Task] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}  # per cell, in order
-        self.results: dict[str, int | str] = {}  # per finished cell: 0, 1 or "skipped"
+        self.results: dict[str, int | str] = {}  # per finished cell: 0, 1, "skipped" or ENDED
         self.changed = threading.Condition()
         self.log: IO[bytes] | None = None  # the workers' standard error: the service's log
+        self.size, self.session = 0, ""
 
     # ------------------------------------------------------------------ what the service calls
     def train(self, cell: Cell, cells: list[Cell], task: Task, size: int) -> None:
         """Make sure `cell` trains first, then as many of the cells this `dvc repro` runs after
         it as keep `size` workers busy."""
         with self.changed:
-            self._resize(size)
+            if task["session"] != self.session:  # another `dvc repro`: forget the last one's
+                self.session = task["session"]
+                self.results.clear()
+                self.messages = {key: self.messages.get(key, []) for key in self._in_flight()}
+            self.size = size
+            self._resize()
             task = {**task, "code": self.code}
             if not self._known(cell.key):
                 self.queue.insert(0, task)
                 self.messages[cell.key] = []
             ahead = lookahead.pending_after(cell, cells, self.paths, int(task["session"]))
             for later in ahead:
-                busy = len(self.queue) + sum(w.key is not None for w in self.workers)
-                if busy >= size:
+                if len(self._in_flight()) >= size:
                     break
                 if not self._known(later.key):
                     self.queue.append({**task, "cell": later.model_dump()})
@@ -93,6 +76,9 @@ class Pool:
         shown = 0
         while True:
             with self.changed:
+                if self.queue:  # replace a worker that died (in the thread that lives on)
+                    self._resize()
+                    self._dispatch()
                 messages = self.messages.get(key, [])[shown:]
                 result = self.results.get(key) if not messages else None
                 if not messages and result is None:
@@ -109,36 +95,49 @@ class Pool:
 
     def close(self) -> None:
         """End the workers; drop checkpoints trained ahead that no stage took over."""
+        with self.changed:
+            self.queue.clear()
+            self.size = 0
         for worker in self.workers:
-            if worker.process.stdin:
-                worker.process.stdin.close()
+            if worker.process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    worker.process.stdin.close()
         for worker in self.workers:
             try:
                 worker.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
+        self.workers = []
+        if self.log is not None:
+            self.log.close()
+            self.log = None
         for marker in self.paths.checkpoints.glob(f"*/{resume.AHEAD_FILE}"):
             if resume.trained_ahead(marker.parent) == self.code:  # another process's are its own
                 resume.remove(marker.parent)  # trained ahead, and no stage took it over
 
     # ----------------------------------------------------------------------------- internals
-    def _known(self, key: str) -> bool:
-        queued = any(Cell(**task["cell"]).key == key for task in self.queue)
-        running = any(worker.key == key for worker in self.workers)
-        return queued or running or key in self.results
+    def _in_flight(self) -> list[str]:
+        running = [worker.key for worker in self.workers if worker.key is not None]
+        return running + [Cell(**task["cell"]).key for task in self.queue]
 
-    def _resize(self, size: int) -> None:
-        self.workers = [w for w in self.workers if not w.ended]
+    def _known(self, key: str) -> bool:
+        return key in self._in_flight() or key in self.results
+
+    def _resize(self) -> None:
+        self.workers = [w for w in self.workers if not (w.ended and w.key is None)]
         if self.log is None:
             self.log = self.paths.train_service_log.open("ab")
-        while len(self.workers) < size:
-            self.workers.append(Worker(self.log, self.paths.root, self._on_message, self._on_exit))
+        while len([w for w in self.workers if not w.ended]) < self.size:
+            worker = Worker(self.log, self.paths.root, self._on_message, self._on_exit)
+            self.workers.append(worker)
 
     def _dispatch(self) -> None:
         for worker in self.workers:
             if worker.key is None and self.queue and not worker.ended:
-                worker.start(self.queue.pop(0))
+                task = self.queue.pop(0)
+                if not worker.start(task):
+                    self.queue.insert(0, task)
 
     def _on_message(self, worker: Worker, message: dict[str, Any]) -> None:
         with self.changed:
@@ -146,6 +145,7 @@ class Pool:
             if "done" in message:
                 self.results[key] = message["done"]
                 worker.key = None
+                worker.ended = worker.ended or bool(message.get("retiring"))
                 self._dispatch()
             else:
                 self.messages.setdefault(key, []).append(message)
@@ -155,8 +155,8 @@ class Pool:
         with self.changed:
             if worker.key is not None and worker.key not in self.results:
                 log = self.paths.train_service_log.relative_to(self.paths.root)
-                text = f"error: the training worker ended while training {worker.key}; see {log}\n"
+                text = f"the training worker ended while training {worker.key} (see {log})\n"
                 self.messages.setdefault(worker.key, []).append({"err": text})
-                self.results[worker.key] = 1
+                self.results[worker.key] = ENDED
             worker.key, worker.ended = None, True
             self.changed.notify_all()

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -67,6 +68,7 @@ def handle(connection: socket.socket, run: served_cell.RunCell, pool: train_pool
         if served_cell.pool_size(params):
             served_cell.train_in_pool(pool, run, params, cell, paths, request)
         else:
+            pool.close()  # e.g. parallel_cells set to 1: no worker may still write a checkpoint
             served_cell.train_here(run, params, cell, paths, request["session"])
     except ConfigError as error:
         code = 2
@@ -91,6 +93,21 @@ def handle(connection: socket.socket, run: served_cell.RunCell, pool: train_pool
     return healthy
 
 
+def _end_older_processes(root: Path, address: str) -> None:
+    """End this project's processes of other code or settings (an edit mid-`dvc repro`): their
+    workers must not go on writing checkpoints that this process's workers train."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        ours = len(argv) > 5 and argv[3] == b"train-service" and argv[5] == str(root).encode()
+        if ours and argv[4] != address.encode() and int(entry.name) != os.getpid():
+            print(f"ending the training process {entry.name} of other code", flush=True)
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGTERM)
+
+
 def _age() -> float:
     """Seconds since this process started (Linux: /proc), interpreter and imports included."""
     started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -108,6 +125,7 @@ def serve(address: str, root: Path, idle_seconds: float, run: served_cell.RunCel
     listener.listen(16)
     listener.settimeout(min(CHECK_SECONDS, idle_seconds))
     print(f"training process {os.getpid()} ready for {root} after {_age():.2f} s", flush=True)
+    _end_older_processes(root, address)
     pool = train_pool.Pool(Paths.at(root))
     try:
         return _serve(listener, root, idle_seconds, run, pool)

@@ -1,4 +1,5 @@
-"""A process of the warm training process's pool: trains cells ahead of their stages.
+"""A process of the warm training process's pool, which trains cells ahead of their stages, and
+the pool's handle on it (`Worker`).
 
 Started by train_pool.py as `python -m stages.cli train-worker`. It reads one task per line on
 standard input (a cell, the project root, the client's environment and working directory, the
@@ -12,15 +13,19 @@ standard input closes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import keras
@@ -32,6 +37,7 @@ from stages.lib.core.paths import Paths
 from stages.lib.training import progress
 from stages.lib.training.service_protocol import use_environment
 
+Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env, code
 # `stages.train.train_ahead(params, cell, paths, code, observers=...) -> bool`, handed in by the
 # command that starts this process (code here never imports the stages).
 TrainAhead = Callable[..., bool]
@@ -74,7 +80,7 @@ def work(train_ahead: TrainAhead) -> int:
         cell = Cell(**task["cell"])
         print(f"training worker {os.getpid()}: {cell.key}", file=sys.stderr, flush=True)
         done, healthy = train_one(train_ahead, task, cell, task["code"], stream)
-        send(stream, {"key": cell.key, "done": done})
+        send(stream, {"key": cell.key, "done": done, "retiring": not healthy})
         if not healthy:
             return 1
     return 0
@@ -111,3 +117,34 @@ def train_one(
         sys.stdout, sys.stderr = saved
         keras.backend.clear_session()
         gc.collect()
+
+
+class Worker:
+    def __init__(self, log: IO[bytes], root: Path, on_message: Callable, on_exit: Callable) -> None:
+        command = [sys.executable, "-m", "stages.cli", "train-worker"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=root
+        )
+        self.key: str | None = None  # the cell it trains
+        self.ended = False  # exited, or retiring: it gets no more cells
+        threading.Thread(target=self._read, args=(on_message, on_exit), daemon=True).start()
+
+    def _read(self, on_message: Callable, on_exit: Callable) -> None:
+        try:
+            for line in self.process.stdout or ():
+                with contextlib.suppress(ValueError):  # not a message (a stray print): skip it
+                    on_message(self, json.loads(line))
+        finally:
+            on_exit(self)
+
+    def start(self, task: Task) -> bool:
+        """Hand `task` over; False when the worker is gone (it then counts as ended)."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(task).encode() + b"\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):  # a broken pipe, or the pipe closed
+            self.ended = True
+            return False
+        self.key = Cell(**task["cell"]).key
+        return True
