@@ -49,8 +49,8 @@ class Pool:
 
     # ------------------------------------------------------------------ what the service calls
     def train(self, cell: Cell, cells: list[Cell], task: Task, size: int) -> None:
-        """Make sure `cell` trains first, then as many of the cells this `dvc repro` runs after
-        it as keep `size` workers busy."""
+        """Make sure `cell` trains first, then the cells this `dvc repro` runs after it, up to
+        twice `size` trained or training and not yet taken over by their stages."""
         with self.changed:
             if task["session"] != self.session:  # another `dvc repro`: forget the last one's
                 self.session = task["session"]
@@ -63,8 +63,8 @@ class Pool:
                 self.queue.insert(0, task)
                 self.messages[cell.key] = []
             ahead = lookahead.pending_after(cell, cells, self.paths, int(task["session"]))
-            for later in ahead:
-                if len(self._in_flight()) >= size:
+            for later in ahead:  # twice the workers: none idles while DVC takes a cell over
+                if len(self._in_flight()) + len(self.results) >= 2 * size:
                     break
                 if not self._known(later.key):
                     self.queue.append({**task, "cell": later.model_dump()})
