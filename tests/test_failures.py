@@ -242,6 +242,9 @@ def test_a_store_locked_mid_training_fails_the_run_once_the_lock_is_gone(project
 
     settings = yaml.safe_load(project.params.read_text())
     settings["train"].update(epochs=100000, early_stopping_patience=None)  # trains until stopped
+    # One cell at a time: the stage's own run logs while it trains. (Cells trained ahead by the
+    # pool log nothing until their stage takes them over; tests/test_train_pool.py.)
+    settings["train"]["parallel_cells"] = 1
     project.params.write_text(yaml.safe_dump(settings, sort_keys=False))
     uri = f"sqlite:///{project.mlflow_db}"
     client = MlflowClient(uri)
@@ -402,6 +405,11 @@ def test_a_full_disk_mid_training_leaves_the_run_failed_not_running(project, sma
     store.parent.mkdir()
     shutil.copy(project.mlflow_db, store)
     uri = f"sqlite:///{store}"
+    import yaml
+
+    params = yaml.safe_load((moved / "params.yaml").read_text())
+    params["train"]["parallel_cells"] = 1  # the stage's own run exists while it trains
+    (moved / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fill(small_disk, keep=16384)  # room for the run file, not for the first epoch's checkpoint
     command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
     command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]

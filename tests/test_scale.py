@@ -298,6 +298,9 @@ def slow_two_cells(params: dict[str, Any]) -> None:
     train.update(epochs=KILL_EPOCHS, batch_size=[KILL_BATCH])
     train["architectures"][TINY["architecture"]] = [64]
     train["early_stopping_patience"] = None
+    # One cell at a time: the killed cell's own run exists mid-cell and continues. (With the
+    # pool, the next cell trains ahead without a run; tests/test_train_pool.py.)
+    train["parallel_cells"] = 1
 
 
 def checkpoints_of_others(paths: Paths, finished_run: str) -> list[Path]:

@@ -426,6 +426,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
         epochs=epochs,
         steps_per_execution=1,
         early_stopping_patience=100,  # on, so its state is checkpointed too, but never stopping
+        parallel_cells=1,  # the stage's own run exists mid-cell (the pool: test_train_pool.py)
     )
     paths = Paths.at(root)
     first = processes.spawn(

@@ -17,9 +17,9 @@ from typing import Any
 import tensorflow as tf
 
 from stages.lib.core.config import Params
-from stages.lib.core.errors import StageError
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
+from stages.lib.tracking import tracking
 from stages.lib.training import progress, train_pool
 
 # The train stage's task function, `stages.train.run(params, cell, paths, observers=...)`: handed
@@ -47,8 +47,10 @@ def train_here(
 
 def train_in_pool(
     pool: train_pool.Pool, run: RunCell, params: Params, cell: Cell, paths: Paths, request: dict
-) -> None:
-    """Train `cell` in the pool (with the cells after it, ahead), then take it over here."""
+) -> int:
+    """Train `cell` in the pool (with the cells after it, ahead), then take it over here; the
+    exit code (1: the worker failed, its error shown already)."""
+    tracking.check_store(paths)  # before any epoch, as a stage training by itself
     task = {key: request[key] for key in ("root", "cwd", "session", "env")}
     task["cell"] = cell.model_dump()
     pool.train(cell, list(grid(params.train)), task, pool_size(params))
@@ -59,10 +61,10 @@ def train_in_pool(
 
     result = pool.follow(cell.key, show)
     if result == 1:
-        raise StageError(f"train@{cell.key} failed in a training worker (its output is above)")
+        return 1
     if result in (train_pool.ENDED, "skipped"):  # its worker died, or a stage's run holds it
         train_here(run, params, cell, paths, request["session"])  # what is left, here
-        return
+        return 0
     started = time.monotonic()
     metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
     print(
@@ -71,6 +73,7 @@ def train_in_pool(
         f"{metrics['best_val_accuracy']:.4f})",
         flush=True,
     )
+    return 0
 
 
 def pool_size(params: Params) -> int:

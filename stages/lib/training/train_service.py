@@ -66,7 +66,7 @@ def handle(connection: socket.socket, run: served_cell.RunCell, pool: train_pool
         params = load_params(paths.params)
         cell = Cell(**request["cell"])
         if served_cell.pool_size(params):
-            served_cell.train_in_pool(pool, run, params, cell, paths, request)
+            code = served_cell.train_in_pool(pool, run, params, cell, paths, request)
         else:
             pool.close()  # e.g. parallel_cells set to 1: no worker may still write a checkpoint
             served_cell.train_here(run, params, cell, paths, request["session"])
