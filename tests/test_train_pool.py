@@ -12,18 +12,17 @@ import csv
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-import processes
 import pytest
 from project import dvc, make_project, shrink, shrunk_cell, training_processes
 from test_train import CELL as TRAIN_CELL
-from test_train import clean_environment, read_history, train_command
 from test_train import make_project as make_train_project
+from test_train import read_history
+from test_train_service import train_until_a_checkpoint
 
 from stages.lib.core.code import code_digest
 from stages.lib.core.config import Params, load_params
@@ -169,14 +168,7 @@ def test_a_cell_whose_worker_dies_finishes_in_the_warm_process(tmp_path, real_pa
     cell = TRAIN_CELL.model_copy(update={"batch_size": 16})
     make_train_project(root, real_params_dict, n_train=6000, epochs=6, cell=cell)
     paths = Paths.at(root)
-    client = processes.spawn(
-        train_command(root, cell), log=tmp_path / "client.log", env=clean_environment()
-    )
-    deadline = time.monotonic() + 300
-    while not list(paths.checkpoints.glob("*/training_metadata.json")):
-        assert client.process.poll() is None, client.output()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
+    client = train_until_a_checkpoint(root, cell, tmp_path / "client.log")
     workers = [pid for pid in training_processes(root) if pid not in service_pids(root)]
     assert len(workers) == 2  # the pool of train.parallel_cells: 2
     for pid in workers:

@@ -34,6 +34,22 @@ def without_times(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
+def train_until_a_checkpoint(root, cell, log) -> processes.Child:
+    """`mlpstudy train` of `cell` in `root`, returned once an epoch of it is checkpointed."""
+    client = processes.spawn(train_command(root, cell), log=log, env=clean_environment())
+    checkpoints = Paths.at(root).checkpoints
+    deadline = time.monotonic() + 300
+    try:
+        while not list(checkpoints.glob("*/training_metadata.json")):
+            assert client.process.poll() is None, client.output()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    except BaseException:
+        client.kill()
+        raise
+    return client
+
+
 @pytest.mark.slow
 def test_a_warm_process_trains_a_cell_bitwise_as_a_fresh_process(tmp_path, real_params_dict):
     warm, fresh = tmp_path / "warm", tmp_path / "fresh"
@@ -63,15 +79,8 @@ def test_the_training_process_ends_with_its_client_and_the_cell_resumes(tmp_path
     cell = CELL.model_copy(update={"batch_size": 16})
     make_project(root, real_params_dict, n_train=6000, epochs=8, cell=cell)
     paths = Paths.at(root)
-    client = processes.spawn(
-        train_command(root, cell), log=tmp_path / "client.log", env=clean_environment()
-    )
+    client = train_until_a_checkpoint(root, cell, tmp_path / "client.log")
     try:
-        deadline = time.monotonic() + 300
-        while not list(paths.checkpoints.glob("*/training_metadata.json")):
-            assert client.process.poll() is None, client.output()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
         assert training_processes(root)
     finally:
         client.kill()

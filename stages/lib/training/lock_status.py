@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,17 @@ class LockStatus:
     lock: dict[str, Any]  # dvc.lock's stages
     template: dict[str, Any]  # dvc.yaml's train stage
     params: Any  # params.yaml as it is now
+    produced: dict[str, str | None] = field(default_factory=dict)  # out path -> its locked md5
+    hashes: dict[str, str | None] = field(default_factory=dict)  # file -> md5, read once
 
     @classmethod
     def read(cls, paths: Paths) -> LockStatus:
         lock = _read_yaml(paths.root / "dvc.lock").get("stages", {})
         template = _read_yaml(paths.root / "dvc.yaml").get("stages", {}).get("train", {})
-        return cls(paths.root, lock, template, _read_yaml(paths.params))
+        produced = {
+            o["path"]: o.get("md5") for stage in lock.values() for o in stage.get("outs", [])
+        }
+        return cls(paths.root, lock, template, _read_yaml(paths.params), produced)
 
     def changed(self, cell: Cell) -> bool:
         """Whether DVC will find `cell`'s stage changed (or never run)."""
@@ -60,11 +65,11 @@ class LockStatus:
         return any(_out_changed(self.root / out["path"], out) for out in entry.get("outs", []))
 
     def _dep_changed(self, path: str, dep: dict[str, Any]) -> bool:
-        for stage in self.lock.values():  # a directory another stage writes (data/prepared)
-            for out in stage.get("outs", []):
-                if out["path"] == path:
-                    return out.get("md5") != dep.get("md5")
-        return _md5(self.root / path) != dep.get("md5")
+        if path in self.produced:  # a directory another stage writes (data/prepared)
+            return self.produced[path] != dep.get("md5")
+        if path not in self.hashes:  # every cell depends on the same code files
+            self.hashes[path] = _md5(self.root / path)
+        return self.hashes[path] != dep.get("md5")
 
 
 def _out_changed(path: Path, out: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ dependencies and outputs now.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,15 +98,15 @@ def _options(args: list[str]) -> Invocation:
     return Invocation(forced, bool(flags & {"-s", "--single-item"}), tuple(targets))
 
 
-def pending_after(cell: Cell, cells: list[Cell], paths: Paths, pid: int) -> list[Cell]:
+def pending_after(cell: Cell, cells: list[Cell], paths: Paths, pid: int) -> Iterator[Cell]:
     """The cells after `cell` in `cells` (the grid's order) that the `dvc repro` running as `pid`
-    (or an ancestor) will train; none when no such command runs (e.g. `mlpstudy train` by hand)."""
+    (or an ancestor) will train, in order and judged one at a time (take only what you need);
+    none when no such command runs (e.g. `mlpstudy train` by hand)."""
     command = invocation(pid)
     keys = [other.key for other in cells]
     if command is None or cell.key not in keys:
-        return []
-    later = [other for other in cells[keys.index(cell.key) + 1 :] if command.runs(other)]
-    if command.forced:
-        return later
-    status = lock_status.LockStatus.read(paths)
-    return [other for other in later if status.changed(other)]
+        return
+    status = None if command.forced else lock_status.LockStatus.read(paths)
+    for later in cells[keys.index(cell.key) + 1 :]:
+        if command.runs(later) and (status is None or status.changed(later)):
+            yield later

@@ -20,7 +20,7 @@ from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
 from stages.lib.tracking import tracking
-from stages.lib.training import progress, train_pool
+from stages.lib.training import progress, train_pool, train_worker
 
 # The train stage's task function, `stages.train.run(params, cell, paths, observers=...)`: handed
 # in by the command that starts this process (`mlpstudy train-service`), since code here sits
@@ -36,13 +36,16 @@ def train_here(
     metrics = run(params, cell, paths, observers=[progress.EpochProgress(tracker)])
     tracker.record_finished()
     stopped = ", stopped early" if metrics["stopped_early"] else ""
-    print(
-        f"{tracker.label}: done in {progress.duration(time.monotonic() - tracker.started)}, "
-        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
-        f"{metrics['best_val_accuracy']:.4f}){stopped}",
-        flush=True,
-    )
+    took = progress.duration(time.monotonic() - tracker.started)
+    print(f"{tracker.label}: done in {took}, {best_epoch(metrics)}{stopped}", flush=True)
     return metrics
+
+
+def best_epoch(metrics: dict[str, Any]) -> str:
+    return (
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
+        f"(val_accuracy {metrics['best_val_accuracy']:.4f})"
+    )
 
 
 def train_in_pool(
@@ -62,16 +65,14 @@ def train_in_pool(
     result = pool.follow(cell.key, show)
     if result == 1:
         return 1
-    if result in (train_pool.ENDED, "skipped"):  # its worker died, or a stage's run holds it
+    if result in (train_pool.ENDED, train_worker.SKIPPED):  # its worker died, or a run holds it
         train_here(run, params, cell, paths, request["session"])  # what is left, here
         return 0
     started = time.monotonic()
     metrics = run(params, cell, paths)  # takes the checkpoint over (or trains what is left)
+    took = time.monotonic() - started
     print(
-        f"train@{cell.key}: logged and written in {time.monotonic() - started:.1f} s; best epoch "
-        f"{metrics['best_epoch']} of {metrics['epochs_run']} (val_accuracy "
-        f"{metrics['best_val_accuracy']:.4f})",
-        flush=True,
+        f"train@{cell.key}: logged and written in {took:.1f} s; {best_epoch(metrics)}", flush=True
     )
     return 0
 

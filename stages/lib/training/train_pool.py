@@ -42,7 +42,7 @@ class Pool:
         self.workers: list[Worker] = []
         self.queue: list[Task] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}  # per cell, in order
-        self.results: dict[str, int | str] = {}  # per finished cell: 0, 1, "skipped" or ENDED
+        self.results: dict[str, int | str] = {}  # per finished cell: 0, 1, SKIPPED or ENDED
         self.changed = threading.Condition()
         self.log: IO[bytes] | None = None  # the workers' standard error: the service's log
         self.size, self.session = 0, ""
@@ -63,8 +63,10 @@ class Pool:
                 self.queue.insert(0, task)
                 self.messages[cell.key] = []
             ahead = lookahead.pending_after(cell, cells, self.paths, int(task["session"]))
-            for later in ahead:  # twice the workers: none idles while DVC takes a cell over
-                if len(self._in_flight()) + len(self.results) >= 2 * size:
+            # Twice the workers: none idles while DVC takes a cell over.
+            while len(self._in_flight()) + len(self.results) < 2 * size:
+                later = next(ahead, None)
+                if later is None:
                     break
                 if not self._known(later.key):
                     self.queue.append({**task, "cell": later.model_dump()})

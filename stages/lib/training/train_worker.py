@@ -6,7 +6,7 @@ standard input (a cell, the project root, the client's environment and working d
 `dvc repro` session) and trains that cell's epochs into its checkpoint with
 `stages.train.train_ahead` (no MLflow: the cell's stage takes the checkpoint over and logs it).
 Standard output carries JSON lines for the pool: `{"key", "out"|"err": text}` and, last,
-`{"key", "done": 0 | 1 | "skipped"}`. Everything else (TensorFlow's own logging) goes to standard
+`{"key", "done": 0 | 1 | SKIPPED}`. Everything else (TensorFlow's own logging) goes to standard
 error, the service's log. It ends when its parent does (Linux's parent-death signal) or when
 standard input closes.
 """
@@ -42,6 +42,7 @@ Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env, cod
 # command that starts this process (code here never imports the stages).
 TrainAhead = Callable[..., bool]
 PR_SET_PDEATHSIG = 1
+SKIPPED = "skipped"  # the result when a stage's own run holds the cell's checkpoint
 
 
 class Channel:
@@ -102,7 +103,7 @@ def train_one(
         )
         observers = [progress.EpochProgress(tracker)]
         if not train_ahead(params, cell, paths, code, observers=observers):
-            return "skipped", True
+            return SKIPPED, True
         tracker.record_finished()
         print(f"{tracker.label}: trained in {time.monotonic() - tracker.started:.1f} s", flush=True)
         return 0, True
