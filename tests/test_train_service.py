@@ -56,6 +56,9 @@ def test_a_warm_process_trains_a_cell_bitwise_as_a_fresh_process(tmp_path, real_
     for root in (warm, fresh):
         make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, cell=DROPOUT)
     env = clean_environment()
+    old_log = Paths.at(warm).train_service_log
+    old_log.parent.mkdir()
+    old_log.write_bytes(b"an earlier grid\n" * (train_client.LOG_KEEP_BYTES // 16 + 1))
 
     for cell in (OTHER, DROPOUT):  # DROPOUT trains second, in a process that trained OTHER
         result = processes.run(train_command(warm, cell), env=env, timeout=300)
@@ -66,6 +69,8 @@ def test_a_warm_process_trains_a_cell_bitwise_as_a_fresh_process(tmp_path, real_
 
     log = Paths.at(warm).train_service_log.read_text()
     assert len(re.findall(r"training process \d+ ready", log)) == 1, log[-3000:]
+    assert "an earlier grid" not in log  # past its limit, moved aside when the process started
+    assert old_log.with_name(old_log.name + ".1").read_text().startswith("an earlier grid")
     for a, b in zip(weights(warm, DROPOUT), weights(fresh, DROPOUT), strict=True):
         np.testing.assert_array_equal(a, b)
     assert without_times(read_history(Paths.at(warm), DROPOUT.key)) == without_times(

@@ -13,6 +13,8 @@ only trains them one after the other.
 - It lives while its client does: if `dvc repro` is interrupted or killed, the training process
   ends with it, and the next `dvc repro` resumes the cell from its last completed epoch.
 - Idle for `$MLPSTUDY_TRAIN_SERVICE_IDLE` seconds (default 120), it exits.
+- Its output goes to `.mlpstudy/train-service.log`; a log past LOG_KEEP_BYTES becomes
+  `train-service.log.1` (replacing the one before) when the next process starts.
 - `MLPSTUDY_TRAIN_SERVICE=off` trains in the command's own process instead (the same code), as
   does every platform but Linux.
 - Two `mlpstudy train` commands for one project at once train one after the other.
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from stages.lib.core.config import Params
@@ -43,6 +46,7 @@ SERVICE_ENV = "MLPSTUDY_TRAIN_SERVICE"
 IDLE_ENV = "MLPSTUDY_TRAIN_SERVICE_IDLE"
 DEFAULT_IDLE_SECONDS = 120.0
 STARTUP_SECONDS = 300.0  # importing TensorFlow on a loaded machine
+LOG_KEEP_BYTES = 5_000_000  # the log of many grids: TensorFlow's start-up lines, workers' errors
 
 
 def train(
@@ -90,10 +94,21 @@ def _connect(address: str) -> socket.socket | None:
     return connection
 
 
+def rotate_log(log: Path, keep_bytes: int = LOG_KEEP_BYTES) -> None:
+    """Move a log past `keep_bytes` to `<name>.1`, so the logs of a project stay bounded.
+
+    A process still writing to the old log goes on writing to the moved file.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if log.stat().st_size > keep_bytes:
+            log.replace(log.with_name(log.name + ".1"))
+
+
 def _start(address: str, paths: Paths) -> socket.socket:
     """Start a training process and connect to it (or to one started meanwhile by another)."""
     log = paths.train_service_log
     log.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log)
     idle = os.environ.get(IDLE_ENV, str(DEFAULT_IDLE_SECONDS))
     command = [
         sys.executable,
