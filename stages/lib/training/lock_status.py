@@ -86,6 +86,8 @@ def _md5(path: Path) -> str | None:
 
 
 _MISSING = object()
+# libyaml's parser when PyYAML has it, 5x faster: dvc.lock is read at every stage of a grid.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _lookup(params: Any, dotted: str) -> Any:
@@ -98,6 +100,6 @@ def _lookup(params: Any, dotted: str) -> Any:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=LOADER) or {}
     except (OSError, yaml.YAMLError):
         return {}

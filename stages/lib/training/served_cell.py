@@ -52,7 +52,7 @@ def train_in_pool(
     pool: train_pool.Pool, run: RunCell, params: Params, cell: Cell, paths: Paths, request: dict
 ) -> int:
     """Train `cell` in the pool (with the cells after it, ahead), then take it over here; the
-    exit code (1: the worker failed, its error shown already)."""
+    exit code (nonzero: the worker failed, its error shown already)."""
     tracking.check_store(paths)  # before any epoch, as a stage training by itself
     task = {key: request[key] for key in ("root", "cwd", "session", "env")}
     task["cell"] = cell.model_dump()
@@ -63,8 +63,8 @@ def train_in_pool(
         stream.write(message.get("err", message.get("out", "")))
 
     result = pool.follow(cell.key, show)
-    if result == 1:
-        return 1
+    if isinstance(result, int) and result != 0:
+        return result  # the worker failed (2: bad input), its error shown already
     if result in (train_pool.ENDED, train_worker.SKIPPED):  # its worker died, or a run holds it
         train_here(run, params, cell, paths, request["session"])  # what is left, here
         return 0

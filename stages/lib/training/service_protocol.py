@@ -14,10 +14,12 @@ import os
 import socket
 import sys
 import threading
+import traceback
 from typing import Any
 
 from stages.lib.core.code import PACKAGE, code_digest
-from stages.lib.core.config import Params
+from stages.lib.core.config import ConfigError, Params
+from stages.lib.core.errors import StageError, describe
 from stages.lib.core.paths import Paths
 
 # Environment a request carries into the training process (where the store is, which DVC
@@ -52,6 +54,18 @@ def use_environment(forwarded: dict[str, str], cwd: str) -> None:
             del os.environ[key]
     os.environ.update(forwarded)
     os.chdir(cwd)
+
+
+def failure(error: Exception) -> tuple[int, str, bool]:
+    """What a process that trains cells reports for `error`: the exit code (2 bad input, 1 other),
+    the text for the user (one line, or a bug's traceback), and whether it may train another cell
+    (not after a bug)."""
+    if isinstance(error, ConfigError):
+        return 2, f"error: {error}\n", True
+    message = str(error) if isinstance(error, StageError) else describe(error)
+    if message is None:  # a bug: the user sees it, and the process retires
+        return 1, traceback.format_exc(), False
+    return 1, f"error: {message}\n", True  # e.g. the store or a disk failing mid-cell
 
 
 def abstract(name: str) -> str:

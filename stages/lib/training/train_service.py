@@ -23,17 +23,15 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import keras
 
-from stages.lib.core.config import ConfigError, load_params
-from stages.lib.core.errors import StageError, describe
+from stages.lib.core.config import load_params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import served_cell, train_pool
-from stages.lib.training.service_protocol import Relay, abstract, use_environment
+from stages.lib.training.service_protocol import Relay, abstract, failure, use_environment
 
 CHECK_SECONDS = 5.0  # how often an idle process looks at its clock and its project root
 
@@ -70,19 +68,9 @@ def handle(connection: socket.socket, run: served_cell.RunCell, pool: train_pool
         else:
             pool.close()  # e.g. parallel_cells set to 1: no worker may still write a checkpoint
             served_cell.train_here(run, params, cell, paths, request["session"])
-    except ConfigError as error:
-        code = 2
-        err.write(f"error: {error}\n")
-    except StageError as error:
-        code = 1
-        err.write(f"error: {error}\n")
-    except Exception as error:  # the store or a disk failing mid-cell (one line), else a bug
-        code, message = 1, describe(error)
-        if message is None:  # the client shows the bug, and this process retires
-            healthy = False
-            err.write(traceback.format_exc())
-        else:
-            err.write(f"error: {message}\n")
+    except Exception as error:
+        code, text, healthy = failure(error)
+        err.write(text)
     finally:
         sys.stdout, sys.stderr = saved
         keras.backend.clear_session()

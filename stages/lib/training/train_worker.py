@@ -23,19 +23,17 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import keras
 
-from stages.lib.core.config import ConfigError, load_params
-from stages.lib.core.errors import StageError, describe
+from stages.lib.core.config import load_params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.training import progress
-from stages.lib.training.service_protocol import use_environment
+from stages.lib.training.service_protocol import failure, use_environment
 
 Task = dict[str, Any]  # what a worker reads: cell, root, cwd, session, env, code
 # `stages.train.train_ahead(params, cell, paths, code, observers=...) -> bool`, handed in by the
@@ -107,13 +105,10 @@ def train_one(
         tracker.record_finished()
         print(f"{tracker.label}: trained in {time.monotonic() - tracker.started:.1f} s", flush=True)
         return 0, True
-    except (ConfigError, StageError) as error:
-        err.write(f"error: {error}\n")
-        return 1, True
-    except Exception as error:  # the disk failing mid-cell (one line), else a bug: retire
-        message = describe(error)
-        err.write(traceback.format_exc() if message is None else f"error: {message}\n")
-        return 1, message is not None
+    except Exception as error:
+        code, text, healthy = failure(error)
+        err.write(text)
+        return code, healthy
     finally:
         sys.stdout, sys.stderr = saved
         keras.backend.clear_session()
