@@ -12,6 +12,8 @@ import csv
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -53,6 +55,39 @@ def test_the_command_running_the_stages_says_which_cells_it_runs():
     assert Invocation(False, False, ("train@relu-*",)).runs(CELL)
     assert not Invocation(False, False, ("train@tanh-*",)).runs(CELL)
     assert not Invocation(False, False, ("preprocess",)).runs(CELL)
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_every_stage_of_one_dvc_repro_shares_its_session(tmp_path, shell):
+    # DVC runs a stage as `$SHELL -c cmd`; dash stays the command's parent, bash execs it.
+    # Either way the stages of one `dvc repro` share a session (its pid), and a command run
+    # without DVC falls back to its own parent.
+    if not Path(shell).exists():
+        pytest.skip(f"no {shell}")
+    report = "import os; from stages.lib.training import lookahead; "
+    report += "print(os.getppid(), lookahead.session(os.getppid()))"
+    stage = f"{sys.executable} -c '{report}'"
+    fake_dvc = tmp_path / "dvc"  # argv [python, .../dvc, repro]: what lookahead recognises
+    fake_dvc.write_text(
+        "import os, subprocess, sys\n"
+        f"for _ in range(2): subprocess.run([{shell!r}, '-c', {stage!r}], check=True)\n"
+        "print('dvc', os.getpid())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = subprocess.run(
+        [sys.executable, str(fake_dvc), "repro"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    *stages, last = [line.split() for line in run.stdout.splitlines()]
+    dvc_pid = int(last[1])
+    assert [int(stage[1]) for stage in stages] == [dvc_pid, dvc_pid], run.stdout
+    alone = subprocess.run(
+        [shell, "-c", stage], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert alone[0] == alone[1]  # no dvc among the ancestors: the parent is the session
 
 
 def test_cells_train_at_once_on_cpu_only(real_params_dict):

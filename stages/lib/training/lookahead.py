@@ -53,6 +53,24 @@ class Invocation:
 
 def invocation(pid: int) -> Invocation | None:
     """The `dvc repro` or `dvc exp run` among `pid` and its ancestors, or None."""
+    found = runner(pid)
+    return found[1] if found is not None else None
+
+
+def session(pid: int) -> int:
+    """The id of a `dvc repro`: the pid of the `dvc repro` / `dvc exp run` among `pid` and its
+    ancestors, else `pid` itself (a shell running `mlpstudy train` by hand).
+
+    DVC runs each stage's command through `$SHELL -c` (`/bin/sh` when unset). bash replaces
+    itself with a simple command, dash does not: there a stage's parent is a shell of its own,
+    and only the ancestor tells the stages of one `dvc repro` apart from the next.
+    """
+    found = runner(pid)
+    return found[0] if found is not None else pid
+
+
+def runner(pid: int) -> tuple[int, Invocation] | None:
+    """(pid, invocation) of the `dvc repro` / `dvc exp run` among `pid` and its ancestors."""
     while pid > 1:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -61,7 +79,7 @@ def invocation(pid: int) -> Invocation | None:
             return None
         parsed = parse_command(argv)
         if parsed is not None:
-            return parsed
+            return pid, parsed
         pid = parent
     return None
 

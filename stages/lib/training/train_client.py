@@ -39,7 +39,7 @@ from stages.lib.core.config import Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths, display_path
-from stages.lib.training import preflight
+from stages.lib.training import lookahead, preflight
 from stages.lib.training.service_protocol import FORWARDED_PREFIXES, abstract, service_address
 
 SERVICE_ENV = "MLPSTUDY_TRAIN_SERVICE"
@@ -55,7 +55,7 @@ def train(
     """Train `cell` in the warm process, or with `here(params, cell, paths, session)` in this
     process when the service is off; the exit code."""
     preflight.check(cell, paths)
-    session = str(os.getppid())  # the `dvc repro` (or shell) that runs this command
+    session = str(lookahead.session(os.getppid()))  # the `dvc repro` (or shell) running this
     # Linux's abstract sockets carry the requests; elsewhere each command trains in-process.
     if os.environ.get(SERVICE_ENV, "on") == "off" or not sys.platform.startswith("linux"):
         here(params, cell, paths, session)
