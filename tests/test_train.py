@@ -451,6 +451,12 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     assert second.returncode == 0, second.stderr[-3000:]
     announced = re.findall(r"epoch (\d+)/\d+", second.stdout)
     assert int(announced[0]) == checkpoint.epochs_completed + 1
+    last = checkpoint.state["rows"][-1]["val_accuracy"]
+    assert re.search(
+        rf"train@{re.escape(cell.key)} \[cell \d+/\d+\]: {checkpoint.epochs_completed} epochs "
+        rf"trained before \(val_accuracy {last:.4f}\); training on, up to {epochs}\n",
+        second.stdout,
+    ), second.stdout[:2000]
     history = read_history(paths, cell.key)
     assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))
     for row, saved in zip(history, checkpoint.state["rows"], strict=False):

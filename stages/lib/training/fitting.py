@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import batches, resume
+from stages.lib.training import batches, progress, resume
 from stages.lib.training.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -101,6 +101,9 @@ def fit_cell(
         *observers,
     ]
     stopped = bool(state.get("stopped"))
+    for observer in observers:
+        if isinstance(observer, progress.EpochProgress):
+            observer.resume(recorder.rows, stopped)  # its first line says what was done before
     epochs = setup.initial_epoch if stopped else train.epochs  # a stopped run trains no more
     feed = batches.feed(
         setup.splits["train"],

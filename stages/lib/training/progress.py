@@ -105,9 +105,26 @@ class EpochProgress(keras.callbacks.Callback):
         self.progress = progress
         self._epoch_started = 0.0
         self._epoch_times: list[float] = []
+        self._before: list[dict[str, float]] = []  # epochs its checkpoint held
+        self._stopped = False
+
+    def resume(self, rows: list[dict[str, float]], stopped: bool) -> None:
+        """The cell continues from a checkpoint holding `rows` (one per epoch); `stopped`: its
+        training has ended (early stopping)."""
+        self._before, self._stopped = list(rows), stopped
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        print(f"{self.progress.label}: training (up to {self.progress.epochs} epochs)", flush=True)
+        label, epochs, done = self.progress.label, self.progress.epochs, len(self._before)
+        if not done:
+            print(f"{label}: training (up to {epochs} epochs)", flush=True)
+            return
+        last = self._before[-1].get("val_accuracy")
+        shown = f" (val_accuracy {last:.4f})" if last is not None else ""
+        if self._stopped or done >= epochs:
+            rest = "stopped early" if self._stopped else "nothing left to train"
+        else:
+            rest = f"training on, up to {epochs}"
+        print(f"{label}: {done} epochs trained before{shown}; {rest}", flush=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_started = time.monotonic()
