@@ -12,13 +12,13 @@ import csv
 import os
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
+import processes
 import pytest
 from project import dvc, make_project, shrink, shrunk_cell, training_processes
 from test_train import CELL as TRAIN_CELL
@@ -68,25 +68,17 @@ def test_every_stage_of_one_dvc_repro_shares_its_session(tmp_path, shell):
     report += "print(os.getppid(), lookahead.session(os.getppid()))"
     stage = f"{sys.executable} -c '{report}'"
     fake_dvc = tmp_path / "dvc"  # argv [python, .../dvc, repro]: what lookahead recognises
-    fake_dvc.write_text(
-        "import os, subprocess, sys\n"
-        f"for _ in range(2): subprocess.run([{shell!r}, '-c', {stage!r}], check=True)\n"
+    fake_dvc.write_text(  # waits on each stage as DVC does; the test's deadline bounds it
+        "import os, sys\n"
+        f"for _ in range(2): os.spawnv(os.P_WAIT, {shell!r}, [{shell!r}, '-c', {stage!r}])\n"
         "print('dvc', os.getpid())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    run = subprocess.run(
-        [sys.executable, str(fake_dvc), "repro"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    run = processes.run([sys.executable, str(fake_dvc), "repro"], env=env, timeout=120, check=True)
     *stages, last = [line.split() for line in run.stdout.splitlines()]
     dvc_pid = int(last[1])
     assert [int(stage[1]) for stage in stages] == [dvc_pid, dvc_pid], run.stdout
-    alone = subprocess.run(
-        [shell, "-c", stage], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
+    alone = processes.run([shell, "-c", stage], env=env, timeout=120, check=True).stdout.split()
     assert alone[0] == alone[1]  # no dvc among the ancestors: the parent is the session
 
 
