@@ -113,3 +113,19 @@ def reap_children() -> Iterator[None]:
         print(report)  # shown with a failing test's output
     if reports:
         warnings.warn(f"{len(reports)} child process(es) left running, killed", stacklevel=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def end_training_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the last test, end the warm training processes that tests started (their workers
+    end with them); each would otherwise idle on for its 10 s after pytest exits."""
+    yield
+    base = str(tmp_path_factory.getbasetemp()).encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if b"train-service" in argv and any(arg.startswith(base) for arg in argv):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(entry.name), signal.SIGTERM)
