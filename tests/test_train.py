@@ -31,7 +31,7 @@ from stages.lib.core.cell_config import config_digest, effective_config, flat_pa
 from stages.lib.core.config import AXES, ConfigError, Params
 from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import resume
+from stages.lib.training import progress, resume
 from stages.lib.training.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping
 from stages.lib.training.train_outputs import history_csv, summarize
 
@@ -412,6 +412,34 @@ def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_param
 
 
 @pytest.mark.slow
+def test_a_cell_resuming_from_a_checkpoint_says_what_was_trained_before(
+    tmp_path, real_params_dict, capsys
+):
+    params = Params.model_validate(real_params_dict)
+    limit = params.train.epochs
+    tracker = progress.for_cell(params, CELL, tmp_path / "progress.json", "1")
+
+    def first_line(rows: list[dict[str, float]], stopped: bool) -> str:
+        callback = progress.EpochProgress(tracker)
+        if rows:
+            callback.resume(rows, stopped)
+        callback.on_train_begin()
+        return capsys.readouterr().out
+
+    label = tracker.label
+    assert first_line([], False) == f"{label}: training (up to {limit} epochs)\n"
+    one = [{"epoch": 1, "val_accuracy": 0.91}]
+    assert first_line(one, False) == (
+        f"{label}: 1 epoch trained before (val_accuracy 0.9100); training on, up to {limit}\n"
+    )
+    twelve = [{"epoch": e, "val_accuracy": 0.9 + e / 1000} for e in range(1, 13)]
+    assert first_line(twelve, True) == (
+        f"{label}: 12 epochs trained before (val_accuracy 0.9120); stopped early\n"
+    )
+    all_of_them = [{"epoch": e, "val_accuracy": 0.95} for e in range(1, limit + 1)]
+    assert first_line(all_of_them, False).endswith("; nothing left to train\n")
+
+
 def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, real_params_dict):
     epochs, n_train, batch_size = 8, 6000, 16
     root = tmp_path / "project"
@@ -453,7 +481,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
     assert int(announced[0]) == checkpoint.epochs_completed + 1
     last = checkpoint.state["rows"][-1]["val_accuracy"]
     assert re.search(
-        rf"train@{re.escape(cell.key)} \[cell \d+/\d+\]: {checkpoint.epochs_completed} epochs "
+        rf"train@{re.escape(cell.key)} \[cell \d+/\d+\]: {checkpoint.epochs_completed} epochs? "
         rf"trained before \(val_accuracy {last:.4f}\); training on, up to {epochs}\n",
         second.stdout,
     ), second.stdout[:2000]

@@ -124,7 +124,8 @@ class EpochProgress(keras.callbacks.Callback):
             rest = "stopped early" if self._stopped else "nothing left to train"
         else:
             rest = f"training on, up to {epochs}"
-        print(f"{label}: {done} epochs trained before{shown}; {rest}", flush=True)
+        trained = f"{done} epoch{'' if done == 1 else 's'} trained before"
+        print(f"{label}: {trained}{shown}; {rest}", flush=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_started = time.monotonic()
