@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import batches, progress, resume
+from stages.lib.training import batches, resume
 from stages.lib.training.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -72,7 +72,8 @@ def fit_cell(
 ) -> Fitted:
     """`model.fit` on the train split, validated each epoch, continuing from the checkpoint.
 
-    `observers` see each finished, committed and logged epoch (e.g. a progress line). Without
+    `observers` see each finished, committed and logged epoch (e.g. a progress line); one with a
+    `resume(rows, stopped)` method first hears the epochs the checkpoint held. Without
     a client (a cell trained ahead, before its run exists) nothing is logged to MLflow.
     """
     train = setup.params.train
@@ -101,9 +102,9 @@ def fit_cell(
         *observers,
     ]
     stopped = bool(state.get("stopped"))
-    for observer in observers:
-        if isinstance(observer, progress.EpochProgress):
-            observer.resume(recorder.rows, stopped)  # its first line says what was done before
+    for observer in observers:  # e.g. a progress line saying what was trained before
+        if hasattr(observer, "resume"):
+            observer.resume(recorder.rows, stopped)
     epochs = setup.initial_epoch if stopped else train.epochs  # a stopped run trains no more
     feed = batches.feed(
         setup.splits["train"],
