@@ -121,11 +121,7 @@ def end_training_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     end with them); each would otherwise idle on for its 10 s after pytest exits."""
     yield
     base = str(tmp_path_factory.getbasetemp()).encode()
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone meanwhile
-            continue
+    for pid, _, argv in processes.running():
         if b"train-service" in argv and any(arg.startswith(base) for arg in argv):
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(entry.name), signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)

@@ -136,6 +136,22 @@ def reap() -> list[str]:
     return reports
 
 
+def running() -> list[tuple[int, int, list[bytes]]]:
+    """(pid, parent pid, argv) of every process on the machine, to find ones that tests'
+    commands start outside their own process groups (warm training processes, queue workers)."""
+    table = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():  # /proc/self, /proc/sys, ...
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # not a process, or gone meanwhile
+            continue
+        table.append((int(entry.name), parent, argv))
+    return table
+
+
 def _temp_file() -> Path:
     handle, name = tempfile.mkstemp(prefix="child-", suffix=".log")
     os.close(handle)

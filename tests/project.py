@@ -123,15 +123,9 @@ def run(
 def training_processes(project: Path) -> list[int]:
     """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)
     and of their workers (train_worker.py: children of such a process)."""
-    services, workers = [], []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):  # not a process, or gone meanwhile
-            continue
-        if b"train-service" in argv and str(project).encode() in argv:
-            services.append(int(entry.name))
-        elif b"train-worker" in argv:
-            workers.append((int(entry.name), parent))
+    table = processes.running()
+    services = [
+        pid for pid, _, argv in table if b"train-service" in argv and str(project).encode() in argv
+    ]
+    workers = [(pid, parent) for pid, parent, argv in table if b"train-worker" in argv]
     return services + [pid for pid, parent in workers if parent in services]

@@ -173,18 +173,11 @@ def queue_workers(project: Path) -> list[int]:
     """
     wdir = os.path.join(os.path.realpath(project), ".dvc", "tmp", "exps", "celery")
     node = f"dvc-exp-{hashlib.sha256(wdir.encode()).hexdigest()[:6]}-"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [part.decode(errors="replace") for part in command]
-        if "queue-worker" in words and any(word.startswith(node) for word in words):
-            pids.append(int(entry.name))
-    return pids
+    return [
+        pid
+        for pid, _, argv in processes.running()
+        if b"queue-worker" in argv and any(arg.startswith(node.encode()) for arg in argv)
+    ]
 
 
 def stop_queue(project: Path, env: dict[str, str]) -> None:
