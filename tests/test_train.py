@@ -321,6 +321,34 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
 
 
 @pytest.mark.slow
+def test_renamed_variants_of_every_kind_train_with_diagnostics_on(tmp_path, real_params_dict):
+    """A variant named apart from its type (issue 20: `lrelu_02: {type: leaky_relu}` crashed the
+    diagnostics, which took the name for the type) trains end to end, measured as its type."""
+    real_params_dict["train"]["activations"]["lrelu_02"] = {
+        "type": "leaky_relu",
+        "negative_slope": 0.2,
+    }
+    cell = shrunk_cell("lrelu_02", "normal_tiny", "sgd_plain", 0)
+    root = tmp_path / "project"
+    params = make_project(root, real_params_dict, cell=cell, epochs=2)
+    assert params.train.diagnostics.enabled  # the default
+    paths = Paths.at(root)
+
+    metrics = train_stage.run(params, cell, paths)
+
+    assert metrics["epochs_run"] == 2
+    record = json.loads((paths.model_dir(cell.key) / "run.json").read_text())
+    types = {factor: record["config"]["hyperparameters"][factor]["type"] for factor in
+             ("activation", "initializer", "optimizer")}  # fmt: skip
+    assert types == {"activation": "leaky_relu", "initializer": "random_normal", "optimizer": "sgd"}
+    with (paths.train_reports(cell.key) / "diagnostics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["epoch"] for row in rows} == {"0", "1", "2"}
+    # Measured as the ReLU family: a dead fraction, no saturated fraction.
+    assert all(row["dead_fraction"] != "" and row["saturated_fraction"] == "" for row in rows)
+
+
+@pytest.mark.slow
 def test_early_stopping_stops_and_keeps_the_best_epochs_weights(tmp_path, real_params_dict):
     root = tmp_path / "project"
     params = make_project(root, real_params_dict, epochs=8, early_stopping_patience=1)

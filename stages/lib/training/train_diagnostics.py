@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from stages.lib.core.atomic import write_text
+from stages.lib.core.cell_config import hyperparameters
 from stages.lib.training.diagnostics import (
     DiagnosticsCallback,
     DiagnosticsLog,
@@ -31,6 +32,10 @@ def diagnostics_callbacks(context: TrainingContext) -> list[keras.callbacks.Call
     if not settings.enabled:
         return []
     images, labels = setup.splits["train"]
+    # A named variant (`lrelu_02: {type: leaky_relu, ...}`) is measured as its Keras type.
+    activation_type = hyperparameters(setup.params.train, "activation", setup.cell.activation)[
+        "type"
+    ]
     probe = probe_indices(len(images), settings.probe_size, setup.cell.seed)
     progress = setup.checkpoint_folder / DIAGNOSTICS_FILE
     resumed = context.initial_epoch > 0 and progress.is_file()
@@ -48,7 +53,7 @@ def diagnostics_callbacks(context: TrainingContext) -> list[keras.callbacks.Call
         DiagnosticsCallback(
             images[probe],
             labels[probe],
-            setup.cell.activation,
+            activation_type,
             on_measure,
             initial_epoch=context.initial_epoch,
         )
