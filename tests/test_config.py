@@ -31,7 +31,7 @@ def test_real_params_are_valid_and_the_default_grid_answers_the_question(real_pa
     assert len(params.train.seed) >= 3
     assert len(cells) == len({cell.key for cell in cells})
     assert cells[0].key == "-".join(str(real_params_dict["train"][axis][0]) for axis in AXES)
-    assert cells[0].key == "relu-glorot_uniform-sgd-base-256-0.0-0"
+    assert cells[0].key == "relu-glorot_uniform-sgd_plain-base-256-0.0-0"
 
 
 BAD = [
@@ -138,6 +138,27 @@ BAD = [
     (
         lambda p: p["report"]["interactions"][0].update(columns="activation"),
         ["report.interactions[0]", "different axes", "activation, activation"],
+    ),
+    (
+        lambda p: p["report"].update(target_val_accuracy=1.5),
+        ["report.target_val_accuracy", "less than or equal to 1", "1.5"],
+    ),
+    (  # at or below chance every cell "reaches" the target: no speed to compare
+        lambda p: p["report"].update(target_val_accuracy=0.1),
+        ["report.target_val_accuracy", "greater than 0.1", "0.1"],
+    ),
+    (lambda p: p["report"].update(failure_margin=-0.01), ["report.failure_margin", "-0.01"]),
+    (
+        lambda p: p["report"]["tolerance"].update(test_accuracy=0),
+        ["report.tolerance.test_accuracy", "greater than 0", "0"],
+    ),
+    (
+        lambda p: p["report"]["tolerance"].update(seconds_to_target="2s"),
+        ["report.tolerance.seconds_to_target", "valid number", "'2s'"],
+    ),
+    (
+        lambda p: p["report"]["tolerance"].update(epochs=1.0),
+        ["unknown key 'report.tolerance.epochs'", "epochs_to_target"],
     ),
     (
         lambda p: p["report"]["interactions"][0].update(panel="optimizer"),

@@ -56,6 +56,11 @@ def make_params(**train: object) -> Params:
     )
 
 
+def report_params(params: Params, **changes: object) -> ReportParams:
+    """`params.report` with `changes`, validated."""
+    return ReportParams.model_validate({**params.report.model_dump(), **changes})
+
+
 def accuracy_of(cell: Cell) -> float:
     return BASE[cell.activation] + (0.01 if cell.optimizer == "adam" else 0.0) + 0.004 * cell.seed
 
@@ -295,7 +300,7 @@ def test_interaction_views_are_chosen_in_params(project: Paths) -> None:
         {"rows": "initializer", "columns": "optimizer", "panels": "activation"},
     ]
     params = params.model_copy(
-        update={"report": ReportParams.model_validate({"confidence": 0.9, "interactions": views})}
+        update={"report": report_params(params, confidence=0.9, interactions=views)}
     )
     for cell in grid(params.train):
         write_cell(project, cell)
@@ -319,7 +324,7 @@ def test_interaction_views_are_chosen_in_params(project: Paths) -> None:
     )
     # No views: no interaction figure, and the earlier ones are removed.
     params = params.model_copy(
-        update={"report": ReportParams.model_validate({"confidence": 0.9, "interactions": []})}
+        update={"report": report_params(params, confidence=0.9, interactions=[])}
     )
     report.run(params, project)
     assert not list(figures.glob("interactions*.png"))

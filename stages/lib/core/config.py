@@ -217,8 +217,27 @@ class Interaction(Strict):
         return f"interactions_{self.rows}_x_{self.columns}{by}.png"
 
 
+# Accuracy of guessing among MNIST's ten digits: the floor every failure rule is measured from.
+CHANCE_ACCURACY = 0.10
+
+
+class Tolerance(Strict):
+    """Differences within +- these count as practically the same (equivalence), per outcome."""
+
+    test_accuracy: Annotated[float, Field(gt=0, le=100)]  # points
+    best_val_loss: Annotated[float, Field(gt=0)]
+    generalization_gap: Annotated[float, Field(gt=0, le=100)]  # points
+    epochs_to_target: Annotated[float, Field(gt=0)]  # epochs
+    seconds_to_target: Annotated[float, Field(gt=0)]  # seconds
+
+
 class ReportParams(Strict):
     confidence: Annotated[float, Field(gt=0, lt=1)]
+    # Speed: epochs and seconds until validation accuracy first reaches this (else censored).
+    target_val_accuracy: Annotated[float, Field(gt=CHANCE_ACCURACY, le=1)]
+    # Failed to train: best validation accuracy below CHANCE_ACCURACY + this margin.
+    failure_margin: Annotated[float, Field(ge=0, lt=1 - CHANCE_ACCURACY)]
+    tolerance: Tolerance
     # Heatmaps of mean test accuracy (an empty list draws none).
     interactions: list[Interaction]
 
