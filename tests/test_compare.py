@@ -22,10 +22,10 @@ from stages.lib.core.cell_config import effective_config, flat_params
 from stages.lib.core.config import AXES, Params, load_params
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
-from stages.lib.evaluation.evaluation_tracking import log_changed_metrics
 from stages.lib.reporting import compare, compare_view
 from stages.lib.reporting.report_run import REPORT_KIND, RUN_NAME
 from stages.lib.tracking import runs, tracking, tracking_log
+from stages.lib.tracking.changed_metrics import log_changed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "compare-test-study"

@@ -27,8 +27,8 @@ from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split, write_splits
-from stages.lib.evaluation import evaluation_tracking
 from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
+from stages.lib.tracking import changed_metrics
 
 CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)  # the one cell of shrink()
 SHOWN = 9
@@ -221,11 +221,9 @@ def test_only_a_changed_value_is_logged_as_a_new_point_at_the_next_step(evaluate
     paths, _, _ = evaluated
     store, identifier = client(paths), run_id(paths)
     first = {"probe/changes": 0.25, "probe/stays": 1.0, "probe/nan": float("nan")}
-    assert evaluation_tracking.log_changed_metrics(store, identifier, first).keys() == first.keys()
+    assert changed_metrics.log_changed_metrics(store, identifier, first).keys() == first.keys()
     second = {**first, "probe/changes": 0.5}
-    assert evaluation_tracking.log_changed_metrics(store, identifier, second) == {
-        "probe/changes": 0.5
-    }
+    assert changed_metrics.log_changed_metrics(store, identifier, second) == {"probe/changes": 0.5}
     history = store.get_metric_history(identifier, "probe/changes")
     assert sorted((point.step, point.value) for point in history) == [(0, 0.25), (1, 0.5)]
     assert len(store.get_metric_history(identifier, "probe/stays")) == 1
