@@ -55,9 +55,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     cells = grid(params.train)
     confidence = params.report.confidence
     diagnostics_on = params.train.diagnostics.enabled
-    table = cells_table(paths, cells, diagnostics_on)  # ConfigError before any work
+    table = cells_table(paths, cells, diagnostics_on, params.report)  # ConfigError before work
     tracking.check_store(paths)  # StageError if unreachable or damaged; creates nothing
-    comparisons = study_comparisons.factor_comparisons(table, confidence)
+    comparisons = study_comparisons.factor_comparisons(table, params.report)
     combinations = study_comparisons.ties_with_best(
         table, combinations_table(table, confidence), confidence
     )
@@ -71,7 +71,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     effects = main_effects(table, confidence)
     folder = paths.study_report
     drawn = draw_figures(params, table, combinations, effects, histories, diagnostics, folder)
-    findings = study_findings.sentences(table, comparisons, combinations, confidence)
+    findings = study_findings.sentences(table, comparisons, combinations, params.report)
     summary = {
         **summary_metrics(table, combinations, confidence),
         **study_comparisons.metrics(comparisons, combinations),

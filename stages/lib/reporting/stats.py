@@ -1,4 +1,6 @@
-"""The report's statistics, from scipy: Student-t intervals, paired t-tests and Holm's correction.
+"""The report's statistics, from scipy and statsmodels: Student-t intervals, paired t-tests,
+Holm's correction, rank and sign tests over matched blocks, equivalence (TOST), heterogeneity of
+an effect across another factor's levels, and the number of pairs that would decide a question.
 
 A study has a handful of seeds per combination, so the normal approximation (1.96) would make the
 intervals far too narrow: t(0.975, 2) is 4.30. NaN values (a cell without a number) are skipped;
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
 
 
 def _check(confidence: float) -> None:
@@ -114,3 +118,123 @@ def holm(p_values: Sequence[float]) -> list[float]:
     scaled = (m - np.arange(m)) * values[order]
     adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return adjusted.tolist()
+
+
+# ------------------------------------------------------------------ rank tests over matched blocks
+def signed_rank(differences: Sequence[float]) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test of matched differences (NaN dropped).
+
+    scipy picks the exact null distribution for small samples without ties or zeros, else the
+    normal approximation; zeros are dropped (Wilcoxon's treatment). NaN with no non-zero
+    difference to rank, 1.0 when every difference is zero.
+    """
+    values = np.asarray(differences, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan
+    if not np.any(values != 0.0):
+        return 1.0
+    return float(stats.wilcoxon(values, zero_method="wilcox").pvalue)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (binomial, p = 1/2) of `wins` against `losses`; ties left out.
+
+    NaN when no pair is decided."""
+    decided = wins + losses
+    if decided == 0:
+        return math.nan
+    return float(stats.binomtest(wins, decided, 0.5).pvalue)
+
+
+def equivalence(differences: Sequence[float], tolerance: float) -> float:
+    """p of the paired two one-sided t-tests (TOST) that the mean difference lies within
+    ±`tolerance` (statsmodels' ttost_paired); small p: practically the same.
+
+    NaN with fewer than two differences. With no spread the answer is certain: 0.0 when the one
+    value lies inside the bounds, 1.0 when it does not.
+    """
+    values = np.asarray(differences, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or tolerance <= 0:
+        return math.nan
+    if np.ptp(values) == 0.0:
+        return 0.0 if abs(values[0]) < tolerance else 1.0
+    p, _, _ = ttost_paired(values, np.zeros_like(values), -tolerance, tolerance)
+    return float(p)
+
+
+def fewest_pairs_to_decide(alpha: float) -> int:
+    """The fewest matched pairs with which an exact two-sided rank or sign test can reach
+    `alpha` at all (every pair one way: p = 2 / 2^n)."""
+    return max(1, math.ceil(math.log2(2.0 / alpha)))
+
+
+def pairs_to_detect(mean: float, std: float, alpha: float, power: float = 0.8) -> float:
+    """Matched pairs the signed-rank test needs to detect a mean difference `mean` with spread
+    `std` at `alpha` with `power`: the paired t-test's sample size (statsmodels' TTestPower)
+    over the signed-rank test's asymptotic relative efficiency to it, 3/pi, and never fewer than
+    `fewest_pairs_to_decide`. inf when the mean is 0; NaN when either is undefined."""
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        return math.nan
+    floor = float(fewest_pairs_to_decide(alpha))
+    if mean == 0.0:
+        return math.inf
+    if std == 0.0:
+        return floor
+    effect = abs(mean) / std
+    try:
+        n = float(TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power))
+    except (ValueError, RuntimeError):  # pragma: no cover - solver failure on extreme effects
+        return floor
+    return max(floor, math.ceil(n / (3.0 / math.pi)))
+
+
+def pairs_for_sign_test(share: float, alpha: float, power: float = 0.8) -> float:
+    """Decided pairs an exact sign test needs when a share `share` of them go one way (normal
+    approximation of the binomial's power), never fewer than `fewest_pairs_to_decide`."""
+    floor = float(fewest_pairs_to_decide(alpha))
+    if not math.isfinite(share):
+        return math.nan
+    if share == 0.5:
+        return math.inf
+    if share in (0.0, 1.0):
+        return floor
+    z_alpha = float(stats.norm.ppf(1 - alpha / 2))
+    z_power = float(stats.norm.ppf(power))
+    n = ((0.5 * z_alpha + z_power * math.sqrt(share * (1 - share))) / (share - 0.5)) ** 2
+    return max(floor, math.ceil(n))
+
+
+def pairs_to_show_equivalence(
+    mean: float, std: float, tolerance: float, alpha: float, power: float = 0.8
+) -> float:
+    """Matched pairs with which TOST would show |difference| < `tolerance` when the true mean
+    difference is `mean` with spread `std` (normal approximation); inf when |mean| >= tolerance."""
+    if not (math.isfinite(mean) and math.isfinite(std)) or tolerance <= 0:
+        return math.nan
+    margin = tolerance - abs(mean)
+    if margin <= 0:
+        return math.inf
+    if std == 0.0:
+        return 2.0
+    z_alpha = float(stats.norm.ppf(1 - alpha))
+    z_power = float(stats.norm.ppf(1 - (1 - power) / 2))
+    return max(2.0, math.ceil(((z_alpha + z_power) * std / margin) ** 2))
+
+
+def heterogeneity(groups: Sequence[Sequence[float]]) -> float:
+    """p of a one-way ANOVA (scipy's f_oneway) that the mean matched difference is the same in
+    every group: does an effect depend on another factor's level? Groups with no finite value
+    are dropped; NaN with fewer than two groups or no residual degrees of freedom. Groups without
+    spread are decided exactly: 0.0 when their means differ, 1.0 when they are equal."""
+    kept = [np.asarray(g, dtype=float) for g in groups]
+    kept = [g[np.isfinite(g)] for g in kept]
+    kept = [g for g in kept if len(g)]
+    total = sum(len(g) for g in kept)
+    if len(kept) < 2 or total - len(kept) < 1:
+        return math.nan
+    if all(np.ptp(g) == 0.0 for g in kept):
+        means = {float(g[0]) for g in kept}
+        return 1.0 if len(means) == 1 else 0.0
+    return float(stats.f_oneway(*kept).pvalue)

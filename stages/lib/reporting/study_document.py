@@ -103,11 +103,14 @@ def build(
             f"split; numbers are means over seeds with {confidence:.0%} Student-t confidence "
             f"intervals ({MISSING} where one seed leaves no spread to estimate)."
         ),
-        Heading("What differs"),
+        Heading("Findings"),
         Paragraph(
-            "Paired comparisons over matched cells (same other factors and seed), differences in "
-            f"points of test accuracy with {confidence:.0%} t intervals; a level beats another "
-            "when the paired t-test stays significant after Holm's correction within the factor."
+            "Most important first: failures to train, speed, accuracy, what is practically the "
+            "same. Levels are compared over matched cells (same other factors and seed): "
+            "signed-rank tests for accuracy, loss and gap, exact sign tests for the times to the "
+            "target (a cell that never reaches it is censored) and for failures; Holm's "
+            f"correction within each outcome and factor; {confidence:.0%} intervals. "
+            "[Reading the statistics](../../docs/statistics.md) explains every verdict."
         ),
         Bullets(tuple(findings)),
         Heading("The grid"),
@@ -132,9 +135,12 @@ def build(
         Table(combinations_display(combinations, confidence)),
         Heading("Differences between levels"),
         Paragraph(
-            "Every pair of levels of each factor with more than one level, the better level "
-            "first; p is the paired t-test's, Holm p is corrected within the factor "
-            "(`comparisons.csv`)."
+            "Every outcome, factor and pair of levels, the better level first (`comparisons.csv` "
+            "has every number). Pairs for / against: matched pairs that favour each level. "
+            "Effect: mean matched difference, or for times the ratio of the better level's time "
+            "to the worse's. Holm p: the difference test; same: Holm p of the equivalence test "
+            "within the tolerance of `params.yaml`. Verdicts: differs, same, too few (every "
+            "decided pair goes one way, too few pairs), undecided."
         ),
         Table(comparisons_display(comparisons, confidence)),
         Heading("Figures"),

@@ -1,8 +1,10 @@
-"""The statistics in plain words: one sentence per factor, one on the ties with the best, tables.
+"""The statistics in plain words, most important first: failures to train, speed, accuracy, what
+is practically the same; then the shared factors and the ties with the best.
 
-E.g. "Optimizer: adam beats sgd by 0.41 points (95% CI 0.22 to 0.60, Holm p = 0.001, 27 matched
-pairs)." A level "beats" another only when Holm's correction leaves it significant at the
-report's confidence; otherwise the sentence says no level differs and names the largest gap.
+Each sentence names its evidence (counts of matched pairs, an interval, a test and its Holm p) and
+the figure that shows it. A pair of levels that is not shown different is never called "no
+different": it is either shown the same within a stated tolerance, or named as undecided with the
+number of seeds that would likely decide it (study_comparisons.py has the rules).
 """
 
 from __future__ import annotations
@@ -11,12 +13,27 @@ import math
 
 import pandas as pd
 
-from stages.lib.reporting.cell_results import FACTORS
-from stages.lib.reporting.study_comparisons import levels
+from stages.lib.core.config import CHANCE_ACCURACY, ReportParams
+from stages.lib.reporting.study_comparisons import (
+    BY_COLUMN,
+    DIFFERS,
+    SAME,
+    TOO_FEW,
+    UNDECIDED,
+    levels,
+    varied,
+)
 from stages.lib.reporting.study_format import MISSING, count, interval_of
 from stages.lib.reporting.study_table import combination_label
 
-SHOWN = 4  # significant pairs named in a factor's sentence; the table has every one
+FIGURE = {
+    "failure": "[gradient norms](figures/gradient_norms.png), "
+    "[dead and saturated units](figures/dead_saturated.png)",
+    "speed": "[time to target](figures/time_to_target.png), "
+    "[learning curves](figures/learning_curves.png)",
+    "accuracy": "[main effects](figures/main_effects.png)",
+}
+SHOWN = 4  # pairs named per sentence; comparisons.csv has every one
 
 
 def p_text(p: float) -> str:
@@ -31,52 +48,251 @@ def ci_points(low: float, high: float, confidence: float) -> str:
     return f"{confidence:.0%} CI {interval_of(low, high, points)}"
 
 
-def factor_sentence(
-    factor: str, cells: pd.DataFrame, comparisons: pd.DataFrame, confidence: float
-) -> str:
-    """The finding for one factor, e.g. "**Optimizer:** adam beats sgd by 0.41 points (...)."."""
-    name = f"**{factor.replace('_', ' ').capitalize()}:**"
-    present = levels(cells, factor)
-    if len(present) == 1:
-        return f"{name} shared: {present[0]} (not compared)."
-    rows = comparisons[comparisons["factor"] == factor]
-    if rows["pairs"].max() < 2:
-        return (
-            f"{name} at most one matched pair per comparison, so no interval and no test "
-            f"(largest gap {_gap(rows)})."
-        )
-    found = rows[rows["differs"]].sort_values("difference", ascending=False)
-    if found.empty:
-        return (
-            f"{name} no level differs from another at {confidence:.0%} confidence ({_gap(rows)})."
-        )
-    claims = [
-        f"{row.better} beats {row.worse} by {points(row.difference)} points "
-        f"({ci_points(row.ci_low, row.ci_high, confidence)}, Holm p {p_text(row.p_holm)}, "
-        f"{count(int(row.pairs), 'matched pair')})"
-        for row in found.head(SHOWN).itertuples()
-    ]
-    if len(found) > SHOWN:
-        claims.append(f"{len(found) - SHOWN} more pairs differ (table below)")
-    rest = rows[~rows["differs"]]
-    others = "the other pair does not" if len(rest) == 1 else f"the other {len(rest)} pairs do not"
-    tail = f"; {others} differ at {confidence:.0%} confidence ({_gap(rest)})" if len(rest) else ""
-    return f"{name} " + "; ".join(claims) + tail + "."
+def _name(factor: str) -> str:
+    return factor.replace("_", " ")
 
 
-def _gap(rows: pd.DataFrame) -> str:
-    """The largest difference among `rows`: "largest gap a vs b 0.08 points, Holm p = 0.4"."""
-    top = rows.sort_values("difference", ascending=False).iloc[0]
+def _amount(row: pd.Series, digits: int = 2) -> str:
+    """The effect in words: "0.12 points", "0.31x the epochs", "0.021" (a loss)."""
+    outcome = BY_COLUMN[row["outcome"]]
+    if outcome.kind == "time":
+        what = "the epochs" if outcome.unit == "epochs" else "the seconds"
+        if not math.isfinite(row["effect"]):
+            return f"no pair where both reached the target to give a ratio of {what}"
+        return f"{row['effect']:.2f}x {what} where both reached it"
+    unit = f" {outcome.unit}" if outcome.unit else ""
+    return f"{row['effect']:.{outcome.digits}f}{unit}"
+
+
+def _interval(row: pd.Series, confidence: float) -> str:
+    outcome = BY_COLUMN[row["outcome"]]
+    if outcome.kind == "time":
+        form = lambda v: f"{v:.2f}x"  # noqa: E731
+    else:
+        form = lambda v: f"{v:.{outcome.digits}f}"  # noqa: E731
+    return f"{confidence:.0%} CI {interval_of(row['ci_low'], row['ci_high'], form)}"
+
+
+def _test(row: pd.Series) -> str:
+    outcome = BY_COLUMN[row["outcome"]]
+    test = "signed-rank" if outcome.kind == "measure" else "sign test"
+    return f"{test} Holm p {p_text(row['p_holm'])}"
+
+
+def _votes(row: pd.Series, verb: str) -> str:
+    decided = int(row["favour_better"]) + int(row["favour_worse"])
+    tail = f", {int(row['pairs']) - decided} undecided or tied" if decided < row["pairs"] else ""
+    return f"{verb} in {row['favour_better']} of {count(int(row['pairs']), 'matched pair')}{tail}"
+
+
+def _seeds(row: pd.Series) -> str:
+    needed = row["seeds_needed"]
+    if isinstance(needed, float) and math.isnan(needed):
+        return "no likely number of seeds would decide it"
+    return f"about {int(needed)} seeds would decide it"
+
+
+def _dependence(row: pd.Series) -> str:
+    if not row["depends_on"]:
+        return ""
     return (
-        f"largest gap {top['better']} vs {top['worse']} {points(top['difference'])} points, "
-        f"Holm p {p_text(top['p_holm'])}"
+        f"; it depends on {_name(row['depends_on'])} (ANOVA of the matched differences, "
+        f"Holm p {p_text(row['dependence_p_holm'])}): {row['by_level']}"
     )
 
 
+def comparison_clause(row: pd.Series, confidence: float) -> str:
+    """One pair of levels in words, by its verdict."""
+    outcome = BY_COLUMN[row["outcome"]]
+    better, worse = row["better"], row["worse"]
+    if outcome.kind == "time":
+        verb, ahead = "faster", f"{better} is faster than {worse}"
+        claim = f"{ahead}: {_amount(row)}"
+    elif outcome.kind == "failure":
+        verb, ahead = "fails less", f"{better} fails less often than {worse}"
+        claim = f"{worse} fails more often than {better} ({_amount(row)} of failure rate)"
+    else:
+        verb, ahead = "ahead", f"{better} is ahead of {worse}"
+        lower = "" if outcome.higher_is_better else "; lower is better"
+        claim = f"{better} beats {worse} by {_amount(row)}{lower}"
+    evidence = f"{_interval(row, confidence)}, {_votes(row, verb)}, {_test(row)}"
+    if row["verdict"] == DIFFERS:
+        return f"{claim} ({evidence}){_dependence(row)}"
+    if row["verdict"] == TOO_FEW:
+        spread = (
+            f"by {row['effect_min']:.{outcome.digits}f} to {row['effect_max']:.{outcome.digits}f}"
+            if outcome.kind == "measure"
+            else ""
+        )
+        return (
+            f"{ahead} in every decided pair "
+            f"({row['favour_better']} of {row['pairs']}{', ' + spread if spread else ''}; "
+            f"{_amount(row)}, {_interval(row, confidence)}), but too few pairs to decide at "
+            f"{confidence:.0%} ({_test(row)}); {_seeds(row)}{_dependence(row)}"
+        )
+    return (
+        f"{better} vs {worse} not decided ({_amount(row)}, {evidence}); "
+        f"{_seeds(row)}{_dependence(row)}"
+    )
+
+
+def _factor_sentences(
+    comparisons: pd.DataFrame, outcome: str, confidence: float, verdicts: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(factor, clauses) for every factor with comparisons of `outcome` in `verdicts`."""
+    rows = comparisons[(comparisons["outcome"] == outcome) & comparisons["verdict"].isin(verdicts)]
+    found = []
+    for factor, group in rows.groupby("factor", sort=False):
+        order = group.assign(
+            _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, UNDECIDED: 2})
+        ).sort_values(["_first", "p_holm"])
+        clauses = [comparison_clause(row, confidence) for _, row in order.head(SHOWN).iterrows()]
+        if len(order) > SHOWN:
+            clauses.append(f"{len(order) - SHOWN} more pairs in `comparisons.csv`")
+        found.append((str(factor), "; ".join(clauses)))
+    return found
+
+
+def failure_sentences(
+    cells: pd.DataFrame, comparisons: pd.DataFrame, report: ReportParams
+) -> list[str]:
+    """Which cells failed to train, with their evidence; which levels fail more often."""
+    threshold = CHANCE_ACCURACY + report.failure_margin
+    rule = f"best validation accuracy below {threshold:.0%}, chance being {CHANCE_ACCURACY:.0%}"
+    if "failed_to_train" not in cells:
+        return []
+    failed = cells[cells["failed_to_train"].astype(bool)]
+    if failed.empty:
+        return [f"**Failure to train:** none of the {len(cells)} cells ({rule})."]
+    factors = varied(cells) or ["activation"]
+    named = []
+    for combination, group in failed.groupby(factors, sort=False):
+        label = " / ".join(
+            map(str, combination if isinstance(combination, tuple) else (combination,))
+        )
+        total = int(
+            (
+                cells[factors].astype(str)
+                == pd.Series(dict(zip(factors, map(str, group.iloc[0][factors]), strict=True)))
+            )
+            .all(axis=1)
+            .sum()
+        )
+        evidence = [f"test accuracy {group['test_accuracy'].mean():.1%}"]
+        ratio = group.get("grad_ratio_init", pd.Series(dtype=float)).astype(float).mean()
+        if math.isfinite(ratio):
+            evidence.append(
+                f"first-to-last hidden layer gradient norm at initialization {ratio:.2g}"
+                + (" (vanishing gradients)" if ratio < 0.1 else "")
+            )
+        for column, what in (
+            ("saturated_fraction_end", "saturated"),
+            ("dead_fraction_end", "dead"),
+        ):
+            share = group.get(column, pd.Series(dtype=float)).astype(float).mean()
+            if math.isfinite(share) and share >= 0.05:
+                evidence.append(f"{share:.0%} of hidden units {what} at the end")
+        named.append(f"`{label}` ({len(group)} of {total} seeds; {', '.join(evidence)})")
+    head = (
+        f"**Failure to train** ({rule}): {len(failed)} of {len(cells)} cells failed: "
+        f"{'; '.join(named[:SHOWN])}"
+        + (f"; and {len(named) - SHOWN} more combinations" if len(named) > SHOWN else "")
+        + f". Why: {FIGURE['failure']}."
+    )
+    sentences = [head]
+    for factor, clauses in _factor_sentences(
+        comparisons, "failed_to_train", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+    ):
+        sentences.append(f"**Failure to train, {_name(factor)}:** {clauses}.")
+    return sentences
+
+
+def speed_sentences(
+    cells: pd.DataFrame, comparisons: pd.DataFrame, report: ReportParams
+) -> list[str]:
+    """Which levels reach the target validation accuracy in fewer epochs."""
+    if "epochs_to_target" not in cells:
+        return []
+    target = f"{report.target_val_accuracy:.1%}".replace(".0%", "%")
+    reached = int(cells["reached_target"].astype(bool).sum()) if "reached_target" in cells else 0
+    intro = (
+        f"epochs until validation accuracy first reaches {target}; {reached} of {len(cells)} "
+        "cells reached it, the others count as censored, never as a number"
+    )
+    found = _factor_sentences(
+        comparisons, "epochs_to_target", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+    )
+    if not found:
+        return [f"**Speed** ({intro}): no factor varies."]
+    sentences = []
+    for factor, clauses in found:
+        seconds = comparisons[
+            (comparisons["outcome"] == "seconds_to_target")
+            & (comparisons["factor"] == factor)
+            & (comparisons["verdict"] == DIFFERS)
+        ]
+        extra = (
+            "; in seconds: "
+            + "; ".join(
+                f"{r.better} {r.effect:.2f}x the seconds of {r.worse}"
+                for r in seconds.head(SHOWN).itertuples()
+            )
+            if len(seconds)
+            else ""
+        )
+        lead = f" ({intro})" if not sentences else ""
+        sentences.append(
+            f"**Speed, {_name(factor)}**{lead}: {clauses}{extra}. See {FIGURE['speed']}."
+        )
+    return sentences
+
+
+def accuracy_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]:
+    """Which levels reach a higher test accuracy; then the other outcomes that differ."""
+    sentences = [
+        f"**Test accuracy, {_name(factor)}:** {clauses}. See {FIGURE['accuracy']}."
+        for factor, clauses in _factor_sentences(
+            comparisons, "test_accuracy", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+        )
+    ]
+    for outcome in ("best_val_loss", "generalization_gap"):
+        found = _factor_sentences(comparisons, outcome, report.confidence, (DIFFERS,))
+        label = BY_COLUMN[outcome].label
+        for factor, clauses in found:
+            sentences.append(f"**{label.capitalize()}, {_name(factor)}:** {clauses}.")
+    return sentences
+
+
+def same_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]:
+    """The pairs of levels shown practically the same, each with its stated tolerance."""
+    tolerances = report.tolerance.model_dump()
+    parts = []
+    for outcome in ("test_accuracy", "epochs_to_target"):
+        rows = comparisons[(comparisons["outcome"] == outcome) & (comparisons["verdict"] == SAME)]
+        within = (
+            f"within ±{tolerances[outcome]:g} points of test accuracy"
+            if outcome == "test_accuracy"
+            else f"within ±{tolerances[outcome]:g} epochs to the target"
+        )
+        if rows.empty:
+            continue
+        pairs = ", ".join(f"{r.better} and {r.worse}" for r in rows.itertuples())
+        parts.append(f"{within}: {pairs}")
+    test = f"two one-sided tests at {report.confidence:.0%}, Holm-corrected"
+    if not parts:
+        return [
+            f"**Practically the same:** no pair of levels is shown the same within the "
+            f"tolerances of `params.yaml` (±{tolerances['test_accuracy']:g} points of test "
+            f"accuracy, ±{tolerances['epochs_to_target']:g} epochs to target; {test}); "
+            f"undecided pairs above say how many seeds would decide them."
+        ]
+    return [f"**Practically the same** ({test}): " + "; ".join(parts) + "."]
+
+
 def ties_sentence(table: pd.DataFrame, confidence: float) -> str:
-    """Which combinations are statistically tied with the best (table: ties_with_best's)."""
+    """Which combinations are not shown worse than the best (table: ties_with_best's)."""
     best, others = table.iloc[0], table.iloc[1:]
-    head = f"**Tied with the best** (`{combination_label(best)}`):"
+    head = f"**Not shown worse than the best** (`{combination_label(best)}`):"
     if others.empty:
         return f"{head} the grid has one combination."
     tested = others[others["tied_with_best"].notna()]
@@ -87,7 +303,7 @@ def ties_sentence(table: pd.DataFrame, confidence: float) -> str:
         )
     tied = tested[tested["tied_with_best"].astype(bool)]
     worse = tested[~tested["tied_with_best"].astype(bool)]
-    paired_over = f"paired over seeds, Holm over {count(len(tested), 'comparison')}"
+    paired_over = f"paired t-tests over seeds, Holm over {count(len(tested), 'comparison')}"
     if tied.empty:
         return (
             f"{head} none; every other combination is worse at {confidence:.0%} confidence "
@@ -95,9 +311,8 @@ def ties_sentence(table: pd.DataFrame, confidence: float) -> str:
         )
     text = (
         f"{head} {len(tied)} of {len(others)} other combinations are not significantly worse at "
-        f"{confidence:.0%} confidence ({paired_over})"
+        f"{confidence:.0%} confidence ({paired_over}; not the same as equal)"
     )
-    # Name the shorter list: the tied ones, or the ones significantly worse.
     if len(tied) <= len(worse):
         return f"{text}: {_names(tied)}."
     return f"{text}; significantly worse: {_names(worse)}." if len(worse) else f"{text}."
@@ -108,41 +323,53 @@ def _names(rows: pd.DataFrame) -> str:
 
 
 def sentences(
-    cells: pd.DataFrame, comparisons: pd.DataFrame, ties: pd.DataFrame, confidence: float
+    cells: pd.DataFrame, comparisons: pd.DataFrame, ties: pd.DataFrame, report: ReportParams
 ) -> list[str]:
-    """The findings at the top of the report: one per factor that varies, one naming the shared
-    ones, then the ties with the best."""
-    varied = [factor for factor in FACTORS if len(levels(cells, factor)) > 1]
-    shared = [
-        f"{factor.replace('_', ' ')} {levels(cells, factor)[0]}"
-        for factor in FACTORS
-        if factor not in varied
-    ]
+    """The findings at the top of the report, most important first."""
+    shared = [f"{_name(f)} {levels(cells, f)[0]}" for f in varied_complement(cells)]
     return [
-        *(factor_sentence(factor, cells, comparisons, confidence) for factor in varied),
+        *failure_sentences(cells, comparisons, report),
+        *speed_sentences(cells, comparisons, report),
+        *accuracy_sentences(comparisons, report),
+        *same_sentences(comparisons, report),
         *([f"**Shared by every cell** (not compared): {', '.join(shared)}."] if shared else []),
-        ties_sentence(ties, confidence),
+        ties_sentence(ties, report.confidence),
     ]
+
+
+def varied_complement(cells: pd.DataFrame) -> list[str]:
+    from stages.lib.reporting.cell_results import FACTORS
+
+    return [factor for factor in FACTORS if factor not in varied(cells)]
 
 
 def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.DataFrame:
     rows = comparisons
     return pd.DataFrame(
         {
+            "outcome": rows["outcome"].map(lambda o: BY_COLUMN[o].label),
             "factor": rows["factor"],
             "better": rows["better"].astype(str),
             "worse": rows["worse"].astype(str),
-            "matched pairs": rows["pairs"].astype(int).astype(str),
-            "difference (points)": rows["difference"].map(points),
-            f"{confidence:.0%} CI": [
-                interval_of(low, high, points)
-                for low, high in zip(rows["ci_low"], rows["ci_high"], strict=True)
+            "pairs for / against / all": [
+                f"{b} / {w} / {n}"
+                for b, w, n in zip(
+                    rows["favour_better"], rows["favour_worse"], rows["pairs"], strict=True
+                )
             ],
-            "p": rows["p"].map(lambda p: p_text(p).lstrip("= ")),
+            "effect": [_amount(row) for _, row in rows.iterrows()],
+            f"{confidence:.0%} CI": [
+                _interval(row, confidence).split(" CI ", 1)[1] for _, row in rows.iterrows()
+            ],
             "Holm p": rows["p_holm"].map(lambda p: p_text(p).lstrip("= ")),
-            "differs": [
-                MISSING if math.isnan(p) else "yes" if differs else "no"
-                for p, differs in zip(rows["p_holm"], rows["differs"], strict=True)
+            "same: Holm p": rows["equivalence_p_holm"].map(lambda p: p_text(p).lstrip("= ")),
+            "verdict": rows["verdict"],
+            "seeds to decide": rows["seeds_needed"].map(
+                lambda n: MISSING if math.isnan(n) else str(int(n))
+            ),
+            "depends on": [
+                f"{d} ({b})" if d else ""
+                for d, b in zip(rows["depends_on"], rows["by_level"], strict=True)
             ],
         }
     )
