@@ -480,7 +480,8 @@ def metrics(comparisons: pd.DataFrame, ties: pd.DataFrame) -> dict:
             ratio = BY_COLUMN[outcome].kind == "time"
             strength = [abs(math.log(e)) if ratio and e > 0 else abs(e) for e in group["effect"]]
             order = group.assign(
-                _rank=group["verdict"].map(lambda v: rank.get(v, 4)), _strength=-strength
+                _rank=group["verdict"].map(lambda v: rank.get(v, 4)),
+                _strength=[-value for value in strength],
             ).sort_values(["_rank", "_strength"])
             top = order.iloc[0]
             effects.setdefault(outcome, {})[str(factor)] = {
