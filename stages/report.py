@@ -28,6 +28,7 @@ from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
 from stages.lib.reporting import (
     diagnostic_figures,
+    outcome_figures,
     study_comparisons,
     study_convergence,
     study_document,
@@ -35,6 +36,7 @@ from stages.lib.reporting import (
     study_findings,
 )
 from stages.lib.reporting.cell_results import FACTORS, read_diagnostics, read_history
+from stages.lib.reporting.outcome_tracking import log_outcomes
 from stages.lib.reporting.report_run import log_report
 from stages.lib.reporting.report_tracking import file_report
 from stages.lib.reporting.study_html import to_html, to_markdown
@@ -89,6 +91,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     experiment = tracking.open_experiment(params.study.name, paths)
     run_id = log_report(experiment, params, paths.root, folder, summary)
     file_report(experiment, params, paths, run_id)
+    log_outcomes(experiment.client, paths, table)  # speed, failure, ... on each cell's run
     return {**summary, "mlflow_run_id": run_id}
 
 
@@ -115,6 +118,9 @@ def draw_figures(
             for interaction in params.report.interactions
         },
         "learning_curves.png": partial(study_figures.save_learning_curves, histories, levels),
+        "time_to_target.png": partial(
+            outcome_figures.save_time_to_target, cells, levels, params.report.target_val_accuracy
+        ),
         "per_digit.png": partial(study_figures.save_per_digit, combinations),
         "activations.png": partial(diagnostic_figures.save_activations, train.activation, settings),
     }

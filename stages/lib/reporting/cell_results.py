@@ -13,14 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.core.config import FACTORS, ConfigError
+from stages.lib.core.config import FACTORS, ConfigError, ReportParams
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
+from stages.lib.reporting.cell_outcomes import HISTORY_NEEDS, outcomes
 
 DIGITS: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
 # reports/train/<key>/metrics.json and reports/evaluate/metrics/<key>.json keys the report reads.
 TRAIN_KEYS: tuple[str, ...] = (
     "best_val_accuracy",
+    "best_val_loss",
     "best_epoch",
     "epochs_run",
     "stopped_early",
@@ -93,9 +95,12 @@ def check_complete(paths: Paths, cells: list[Cell], diagnostics: bool) -> None:
     )
 
 
-def read_cell(paths: Paths, cell: Cell) -> dict[str, Any]:
-    """One row of the cells table: factors, seed, key, metrics, per-digit accuracy (recall)."""
+def read_cell(paths: Paths, cell: Cell, report: ReportParams, diagnostics: bool) -> dict[str, Any]:
+    """One row of the cells table: factors, seed, key, metrics, per-digit accuracy (recall), and
+    the outcomes beside accuracy (cell_outcomes.py; diagnostics evidence NaN without them)."""
     files = CellFiles.of(paths, cell)
+    history = _read_csv(files.history, HISTORY_NEEDS)
+    probes = _read_csv(files.diagnostics, DIAGNOSTICS_COLUMNS) if diagnostics else None
     train = _read_json(files.train_metrics, TRAIN_KEYS)
     evaluate = _read_json(files.evaluate_metrics, EVALUATE_KEYS)
     per_digit = _read_csv(files.per_digit, ("digit", "recall"))
@@ -115,6 +120,7 @@ def read_cell(paths: Paths, cell: Cell) -> dict[str, Any]:
         "stopped_early": bool(train["stopped_early"]),
         "train_seconds": float(train["train_seconds"]),
         **{f"digit_{digit}": value for digit, value in sorted(digits.items())},
+        **outcomes(history, train, probes, report.target_val_accuracy, report.failure_margin),
     }
 
 

@@ -33,6 +33,13 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Validation accuracy per epoch, mean over all cells sharing a level. Cells stopped "
         "early leave the mean after their last epoch.",
     ),
+    "time_to_target.png": (
+        "Time to the validation target",
+        "Share of cells whose validation accuracy has reached `report.target_val_accuracy` by "
+        "each epoch, per level (Kaplan-Meier: a cell that stopped short of the target, marked |, "
+        "counts as not there yet while it was watched, and is never given a time). A curve "
+        "further left is faster; one that stays low never gets there.",
+    ),
     "per_digit.png": (
         "Per-digit accuracy",
         "Test accuracy on each digit (its recall) for every combination, mean over seeds, "

@@ -1,7 +1,8 @@
 """The study as tables: one row per cell, one per combination (over seeds), one per factor level.
 
 Every interval is a Student-t interval over seeds, the study's independent replicates; with one
-seed there is no spread to estimate, so intervals are NaN (shown as "—").
+seed there is no spread to estimate, so intervals are NaN (shown as "—"). Times to the validation
+target, which some cells never reach, and failure rates are summarized in outcome_summaries.py.
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ from typing import Any
 
 import pandas as pd
 
+from stages.lib.core.config import ReportParams
 from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.reporting.cell_results import DIGITS, FACTORS, check_complete, read_cell
+from stages.lib.reporting.outcome_summaries import outcome_columns
 from stages.lib.reporting.stats import estimate
 
 # Metrics aggregated over seeds with mean, std and CI (the per-digit accuracies get means).
-SUMMARIZED: tuple[str, ...] = ("test_accuracy", "best_val_accuracy", "best_epoch", "train_seconds")
+SUMMARIZED: tuple[str, ...] = (
+    "test_accuracy",
+    "best_val_accuracy",
+    "best_val_loss",
+    "generalization_gap",
+    "best_epoch",
+    "train_seconds",
+)
 
 
-def cells_table(paths: Paths, cells: list[Cell], diagnostics: bool) -> pd.DataFrame:
+def cells_table(
+    paths: Paths, cells: list[Cell], diagnostics: bool, report: ReportParams
+) -> pd.DataFrame:
     """One row per cell of the grid, in grid order; ConfigError first if any cell lacks files."""
     check_complete(paths, cells, diagnostics)
-    return pd.DataFrame([read_cell(paths, cell) for cell in cells])
+    return pd.DataFrame([read_cell(paths, cell, report, diagnostics) for cell in cells])
 
 
 def combination_label(row: Any) -> str:
@@ -48,6 +60,7 @@ def combinations_table(cells: pd.DataFrame, confidence: float) -> pd.DataFrame:
                 f"{metric}_ci_low": result.ci_low,
                 f"{metric}_ci_high": result.ci_high,
             }
+        row |= outcome_columns(group, confidence)  # times to target (censored), failures
         row |= {digit: float(group[digit].mean()) for digit in DIGITS}
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("test_accuracy_mean", ascending=False, kind="stable")
