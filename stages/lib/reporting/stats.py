@@ -183,10 +183,11 @@ def pairs_to_detect(mean: float, std: float, alpha: float, power: float = 0.8) -
     if std == 0.0:
         return floor
     effect = abs(mean) / std
-    try:
-        n = float(TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power))
-    except (ValueError, RuntimeError):  # pragma: no cover - solver failure on extreme effects
+    if effect >= 4.0:  # the spread is noise beside the mean: the fewest pairs decide it
         return floor
+    n = float(TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power))
+    if not math.isfinite(n):  # the solver found no size (a vanishing effect)
+        return math.inf
     return max(floor, math.ceil(n / (3.0 / math.pi)))
 
 

@@ -101,6 +101,18 @@ def _dependence(row: pd.Series) -> str:
     )
 
 
+def _strength(row: pd.Series) -> float:
+    """How large an effect is, to name the largest first: |log ratio| for times, else |effect|."""
+    effect = float(row["effect"])
+    if not math.isfinite(effect):
+        return 0.0
+    return (
+        abs(math.log(effect))
+        if BY_COLUMN[row["outcome"]].kind == "time" and effect > 0
+        else abs(effect)
+    )
+
+
 def comparison_clause(row: pd.Series, confidence: float) -> str:
     """One pair of levels in words, by its verdict."""
     outcome = BY_COLUMN[row["outcome"]]
@@ -144,8 +156,9 @@ def _factor_sentences(
     found = []
     for factor, group in rows.groupby("factor", sort=False):
         order = group.assign(
-            _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, UNDECIDED: 2})
-        ).sort_values(["_first", "p_holm"])
+            _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, UNDECIDED: 2}),
+            _size=[-_strength(row) for _, row in group.iterrows()],
+        ).sort_values(["_first", "p_holm", "_size"])
         clauses = [comparison_clause(row, confidence) for _, row in order.head(SHOWN).iterrows()]
         if len(order) > SHOWN:
             clauses.append(f"{len(order) - SHOWN} more pairs in `comparisons.csv`")
