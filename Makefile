@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Stages run `mlpstudy`, so the environment's bin/ goes first on PATH for DVC.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-gpu repro test lint format lock ui clean-venv
+.PHONY: setup setup-gpu repro test test-fast lint format lock ui clean-venv
 
 setup: $(STAMP)
 
@@ -17,13 +17,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-## Run the whole pipeline (offline: MLPSTUDY_MNIST_MIRROR=../shared/mnist make repro).
+## Run the whole pipeline (offline: MLPSTUDY_MNIST_MIRROR=<dir with the MNIST files> make repro).
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
-## Run the test suite (tests needing the real MNIST files skip with a reason where they are absent).
+## Run the whole test suite, as CI does (tests needing the real MNIST files skip with a reason where they are absent).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## Run the fast tier while editing: every module's logic, no test marked slow (about two minutes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

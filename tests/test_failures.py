@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -467,24 +466,3 @@ def test_a_model_file_with_damaged_weights_is_bad_input_named_in_one_line(projec
     assert line.endswith(f"run `dvc repro train@{CELL.key}` (or `mlpstudy train ...`) first")
     assert snapshot(project.root / "reports") == reports
     assert run_statuses(f"sqlite:///{project.mlflow_db}") == ["FINISHED"]
-
-
-def test_a_lock_holder_script_really_locks(tmp_path):
-    """The lock above is real: a plain sqlite3 write is refused while it is held."""
-    database = tmp_path / "db.sqlite"
-    with sqlite3.connect(database) as connection:
-        connection.execute("CREATE TABLE t (x)")
-    holder = processes.spawn(
-        [sys.executable, "-c", HOLD_LOCK, str(database), "30"], log=tmp_path / "lock.log"
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while "locked" not in holder.output():
-            assert time.monotonic() < deadline, holder.output()
-            time.sleep(0.1)
-        connection = sqlite3.connect(database, timeout=0.5)
-        with pytest.raises(sqlite3.OperationalError, match="locked"), connection:
-            connection.execute("INSERT INTO t VALUES (1)")
-        connection.close()
-    finally:
-        holder.kill()

@@ -62,6 +62,7 @@ def test_a_deleted_experiment_is_reported_not_written_into(tmp_path):
         tracking.open_experiment(STUDY, paths)
 
 
+@pytest.mark.slow
 def test_two_processes_creating_a_fresh_store_at_once_both_succeed(tmp_path):
     script = textwrap.dedent(
         f"""

@@ -468,6 +468,7 @@ def test_a_cell_resuming_from_a_checkpoint_says_what_was_trained_before(
     assert first_line(all_of_them, False).endswith("; nothing left to train\n")
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, real_params_dict):
     epochs, n_train, batch_size = 8, 6000, 16
     root = tmp_path / "project"
