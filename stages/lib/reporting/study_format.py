@@ -65,8 +65,15 @@ def combinations_display(combinations: pd.DataFrame, confidence: float) -> pd.Da
             ],
             "std": rows["test_accuracy_std"].map(percent),
             "tied with best": rows["tied_with_best"].map(tied),
-            "best val. accuracy": rows["best_val_accuracy_mean"].map(percent),
+            "failed": [
+                f"{int(f)}/{int(n)}" for f, n in zip(rows["failed"], rows["n"], strict=True)
+            ],
+            "reached target": [
+                f"{int(r)}/{int(n)}" for r, n in zip(rows["reached"], rows["n"], strict=True)
+            ],
+            "epochs to target (median)": rows["epochs_to_target_median"].map(number),
             "epochs to best": rows["best_epoch_mean"].map(number),
+            "gap (points)": rows["generalization_gap_mean"].map(lambda v: number(v, 2)),
             "training s": rows["train_seconds_mean"].map(number),
         }
     )
@@ -79,6 +86,10 @@ def cells_display(cells: pd.DataFrame) -> pd.DataFrame:
             "seed": cells["seed"].astype(str),
             "test accuracy": cells["test_accuracy"].map(percent),
             "best val. accuracy": cells["best_val_accuracy"].map(percent),
+            "epochs to target": cells["epochs_to_target"].map(
+                lambda v: "never" if math.isnan(v) else f"{v:.0f}"
+            ),
+            "failed": cells["failed_to_train"].map(lambda v: "yes" if v else "no"),
             "epochs to best": cells["best_epoch"].astype(str),
             "epochs run": cells["epochs_run"].astype(str),
             "training s": cells["train_seconds"].map(number),
