@@ -422,7 +422,7 @@ def _by_level(cells: pd.DataFrame, found: dict, outcome: Outcome, other: str) ->
         values = scores[(frame[other] == level).to_numpy()]
         values = values[np.isfinite(values)]
         if not len(values):
-            parts.append(f"{level}: —")
+            parts.append(f"{level}: {'not both reached' if outcome.kind == 'time' else '—'}")
             continue
         mean = float(values.mean())
         if outcome.kind == "time":

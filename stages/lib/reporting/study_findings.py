@@ -125,8 +125,10 @@ def comparison_clause(row: pd.Series, confidence: float) -> str:
         claim = f"{worse} fails more often than {better} ({_amount(row)} of failure rate)"
     else:
         verb, ahead = "ahead", f"{better} is ahead of {worse}"
-        lower = "" if outcome.higher_is_better else "; lower is better"
-        claim = f"{better} beats {worse} by {_amount(row)}{lower}"
+        if outcome.higher_is_better:
+            claim = f"{better} beats {worse} by {_amount(row)}"
+        else:
+            claim = f"{better}'s is lower than {worse}'s by {_amount(row)}"
     evidence = f"{_interval(row, confidence)}, {_votes(row, verb)}, {_test(row)}"
     if row["verdict"] == DIFFERS:
         return f"{claim} ({evidence}){_dependence(row)}"
