@@ -2,8 +2,8 @@
 link open on, with the cells' test accuracy and speed, the varied factors as columns, sorted by
 test accuracy and grouped by the first varied factor.
 
-How MLflow 3.17's UI reads a saved view (mlflow/server/js/src/experiment-tracking, checked against
-the installed build): the experiment tag `mlflow.sharedViewState.<id>` holds an envelope
+How MLflow 3.17's UI reads a saved view (its source, as built in the installed package): the
+experiment tag `mlflow.sharedViewState.<id>` holds an envelope
 `{"name", "createdAt", "updatedAt", "state"}` whose `state` is the view as a JSON string: the
 search facets (`searchFilter`, `orderByKey`, `orderByAsc`, ...) and the table's state
 (`selectedColumns`, `groupBy`, ...). `#/experiments/<experiment>/runs?viewStateShareKey=<id>`
@@ -40,6 +40,7 @@ UI_PORT = 5000
 ACCURACY = "test/accuracy"
 OUTCOMES = (ACCURACY, "epochs_to_target")
 OWN_PREFIX = "mlpstudy-"  # the ids of the views written here (the UI's own are random)
+RUN_NAME = "attributes.`Run Name`"  # the UI's run-name column
 
 
 def column(kind: str, name: str) -> str:
@@ -66,6 +67,7 @@ def view_states(params: Params, parent_run_id: str) -> dict[str | None, dict]:
     from stages.lib.tracking.study_tracking import PARENT_TAG
 
     axes = varied(params)
+    columns = [column("metrics", name) for name in OUTCOMES] + [column("tags", a) for a in axes]
     cells = f"tags.kind = '{CELL_KIND}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
     common = {
         "searchFilter": cells,
@@ -73,8 +75,9 @@ def view_states(params: Params, parent_run_id: str) -> dict[str | None, dict]:
         "orderByAsc": False,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
-        "selectedColumns": [column("metrics", name) for name in OUTCOMES]
-        + [column("tags", axis) for axis in axes],
+        "selectedColumns": columns,
+        "columnOrder": [RUN_NAME, *columns],  # outcomes first (the UI sorts metrics by name)
+        "columnWidths": {RUN_NAME: 340},  # cell keys unclipped (applied to ordered columns)
         "runsHiddenMode": "SHOW_ALL",  # every cell in the chart view too (default: first 10)
         "groupsExpanded": {},
     }
@@ -89,10 +92,6 @@ def group_by(factor: str | None) -> dict | None:
     if factor is None:
         return None
     return {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": factor}]}
-
-
-def view_id(prefix: str, factor: str | None) -> str:
-    return f"{prefix}cells" if factor is None else f"{prefix}by-{factor}"
 
 
 def view_name(factor: str | None, dvc_experiment: str | None) -> str:
@@ -119,7 +118,8 @@ def write_views(
     wanted = {}
     for index, (factor, state) in enumerate(view_states(params, parent_run_id).items()):
         name = view_name(factor, dvc_experiment)
-        wanted[view_id(prefix, factor)] = envelope(name, state, now - index)  # first = newest
+        own = f"{prefix}cells" if factor is None else f"{prefix}by-{factor}"
+        wanted[own] = envelope(name, state, now - index)  # the first is the newest
     client = experiment.client
     for own in _own_views(client.get_experiment(experiment.experiment_id).tags, prefix):
         if own not in wanted:  # e.g. a factor that no longer varies
