@@ -62,7 +62,7 @@ def take(link: str, report: Path, out: Path) -> None:
 
     with sync_playwright() as playwright:
         chromium = browser.launch(playwright)
-        page = browser.new_page(chromium, height=900)
+        page = browser.new_page(chromium, width=1600, height=900)
         page.goto(link)
         page.get_by_text("Group: ", exact=False).first.wait_for()
         shoot(page, out / "mlflow-runs.png")
@@ -71,7 +71,7 @@ def take(link: str, report: Path, out: Path) -> None:
         page.locator(".js-plotly-plot").first.wait_for()  # drawn, not its spinner
         shoot(page, out / "mlflow-charts.png")
         if report.is_file():
-            page = browser.new_page(chromium, width=1100, height=1300)
+            page = browser.new_page(chromium, width=1100, height=900)
             page.goto(report.as_uri())
             shoot(page, out / "report.png")
         chromium.close()

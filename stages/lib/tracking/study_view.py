@@ -41,6 +41,7 @@ ACCURACY = "test/accuracy"
 OUTCOMES = (ACCURACY, "epochs_to_target")
 OWN_PREFIX = "mlpstudy-"  # the ids of the views written here (the UI's own are random)
 RUN_NAME = "attributes.`Run Name`"  # the UI's run-name column
+WIDTHS = {"attributes": 320, "metrics": 140, "tags": 120}  # pixels: names and values unclipped
 
 
 def column(kind: str, name: str) -> str:
@@ -77,7 +78,7 @@ def view_states(params: Params, parent_run_id: str) -> dict[str | None, dict]:
         "lifecycleFilter": "Active",
         "selectedColumns": columns,
         "columnOrder": [RUN_NAME, *columns],  # outcomes first (the UI sorts metrics by name)
-        "columnWidths": {RUN_NAME: 340},  # cell keys unclipped (applied to ordered columns)
+        "columnWidths": {key: WIDTHS[key.split(".")[0]] for key in [RUN_NAME, *columns]},
         "runsHiddenMode": "SHOW_ALL",  # every cell in the chart view too (default: first 10)
         "groupsExpanded": {},
     }
