@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Stages run `mlpstudy`, so the environment's bin/ goes first on PATH for DVC.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-gpu repro test test-fast lint format lock ui clean-venv
+.PHONY: setup setup-gpu repro test test-fast lint format lock ui screenshots clean-venv
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ setup-gpu: $(STAMP)
 ## Browse every run of the study (the sqlite store at the root).
 ui: $(STAMP)
 	$(BIN)/mlpstudy ui --port 5000
+
+## The README's screenshots (docs/images/) from this folder's study: its mlflow.db (copied, never
+## written) and reports/study/index.html; needs Chromium (`apt-get install chromium`).
+screenshots: $(STAMP)
+	$(BIN)/python tests/screenshots.py --root . --out docs/images
 
 clean-venv:
 	rm -rf $(VENV)

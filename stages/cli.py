@@ -18,6 +18,7 @@ from stages.lib.core.config import ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
 from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
+from stages.lib.tracking.study_view import UI_HOST, UI_PORT
 
 app = typer.Typer(
     help="Reproducible MLP studies on MNIST. Run the whole pipeline with `dvc repro`.",
@@ -223,11 +224,11 @@ def compare(
 
 @app.command()
 def ui(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve the UI on."),
-    port: int = typer.Option(5000, "--port", help="Port to serve the UI on."),
+    host: str = typer.Option(UI_HOST, "--host", help="Address to serve the UI on."),
+    port: int = typer.Option(UI_PORT, "--port", help="Port to serve the UI on."),
     root: Path = ROOT,
 ) -> None:
-    """MLflow's UI on the study's store; prints the link that opens on the study's runs."""
+    """MLflow's UI on the study's store; prints the link that opens on the study's comparison."""
     with _user_errors():
         params, paths = _setup(root)
         from stages.lib.tracking import study_ui

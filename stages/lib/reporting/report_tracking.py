@@ -5,6 +5,7 @@ Cells are reused across grid revisions (adding a seed trains only the new cells)
 moves every cell run of the current grid under the current revision's parent (MLflow's parent
 link is a tag and may change), and detaches from that parent any cell run the grid no longer
 uses (e.g. one trained again after a code change). Runs of earlier grids keep their own parent.
+It then writes the study's saved views (study_view.py) and prints the link that opens them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mlflow.entities import Metric, Run, RunTag, ViewType
 from stages.lib.core.config import Params
 from stages.lib.core.grid import grid
 from stages.lib.core.paths import Paths
-from stages.lib.tracking import runs, study_tracking, tracking
+from stages.lib.tracking import runs, study_tracking, study_view, tracking
 
 PARENT = study_tracking.PARENT_TAG
 
@@ -27,8 +28,8 @@ def file_report(
     experiment: tracking.Experiment, params: Params, paths: Paths, report_run_id: str
 ) -> str:
     """Describe the experiment, nest the report and the grid's cells under the grid's parent run
-    (which also gets the report's summary metrics, so its collapsed row shows them); return
-    the parent's id."""
+    (which also gets the report's summary metrics, so its collapsed row shows them), write the
+    study's saved views and print their link; return the parent's id."""
     study_tracking.describe_experiment(experiment, params)
     parent = study_tracking.grid_parent(experiment, params)
     tags = {
@@ -45,6 +46,11 @@ def file_report(
     )
     adopt(experiment, parent, cell_run_ids(paths, params))
     prune(experiment, parent)
+    view = study_view.write_views(experiment, params, parent, runs.dvc_experiment())
+    base = study_view.ui_base(experiment.tracking_uri)
+    served = "" if base == experiment.tracking_uri else " (serve it with `mlpstudy ui`)"
+    link = study_view.runs_url(base, experiment.experiment_id, view)
+    print(f"Study in MLflow{served}: {link}", flush=True)
     return parent
 
 

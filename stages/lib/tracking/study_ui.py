@@ -1,8 +1,10 @@
 """`mlpstudy ui`: MLflow's UI on the study's store, opened on the study's training runs.
 
+The link opens the study's saved view that `report` wrote (study_view.py: cells, outcomes and
+factors as columns, sorted and grouped), or the plain runs table before the first report.
 MLflow 3's UI shows either its GenAI views or its model-training views, by a switch kept in the
 browser (default: GenAI) or the URL's `workflowType`; the experiment's `mlflow.experimentKind` tag
-does not override it (MLflow 3.17). So the link printed here names the model-training view.
+does not override it (MLflow 3.17). So the link names the model-training view.
 """
 
 from __future__ import annotations
@@ -16,22 +18,16 @@ from mlflow.tracking import MlflowClient
 
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
-from stages.lib.tracking import tracking
-
-WORKFLOW = "machine_learning"  # MLflow UI's model-training views
+from stages.lib.tracking import study_view, tracking
 
 
-def runs_url(base: str, experiment_id: str | None) -> str:
-    """The UI's address of the experiment's training runs (the experiments list without one)."""
-    base = base.rstrip("/")
-    if experiment_id is None:
-        return f"{base}/#/experiments?workflowType={WORKFLOW}"
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType={WORKFLOW}"
-
-
-def experiment_id(uri: str, study_name: str) -> str | None:
+def study_link(base: str, uri: str, study_name: str) -> str:
+    """The UI's address of the study's runs, on its saved view when the report wrote one."""
     experiment = MlflowClient(uri).get_experiment_by_name(study_name)
-    return None if experiment is None else experiment.experiment_id
+    if experiment is None:
+        return study_view.runs_url(base, None)
+    view = study_view.study_view_id(experiment.tags)
+    return study_view.runs_url(base, experiment.experiment_id, view)
 
 
 def serve(study_name: str, paths: Paths, host: str, port: int) -> None:
@@ -42,13 +38,12 @@ def serve(study_name: str, paths: Paths, host: str, port: int) -> None:
     uri = tracking.tracking_uri(paths)
     if uri.startswith(("http://", "https://")):
         tracking.check_server(uri, "MLFLOW_TRACKING_URI")
-        print(f"Study runs: {runs_url(uri, experiment_id(uri, study_name))}", flush=True)
+        print(f"Study runs: {study_link(uri, uri, study_name)}", flush=True)
         return
     database = tracking.sqlite_file(uri)
     if database is not None and not database.is_file():
         raise StageError(f"{database}: no MLflow store yet; run `dvc repro` first")
-    found = experiment_id(uri, study_name)
-    print(f"Study runs: {runs_url(f'http://{host}:{port}', found)}", flush=True)
+    print(f"Study runs: {study_link(f'http://{host}:{port}', uri, study_name)}", flush=True)
     mlflow = Path(sys.executable).with_name("mlflow")
     program = str(mlflow) if mlflow.is_file() else shutil.which("mlflow")
     if program is None:
