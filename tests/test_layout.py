@@ -46,20 +46,31 @@ def test_every_declared_dependency_exists():
 def test_outputs_match_the_paths_module():
     stages = DVC["stages"]
     assert declared(stages["download"], "outs") == {relative(PATHS.raw)}
-    assert declared(stages["preprocess"], "outs") == {relative(PATHS.prepared)}
     reports = relative(PATHS.preprocess_reports)
-    assert {m.rsplit("/", 1)[0] for m in declared(stages["preprocess"], "metrics")} == {reports}
+    assert declared(stages["preprocess"], "outs") == {
+        relative(PATHS.prepared),
+        f"{reports}/stats.json",
+    }
     assert {p.rsplit("/", 1)[0] for p in declared(stages["preprocess"], "plots")} == {reports}
-    assert declared(stages["train"], "outs") == {relative(PATHS.model_dir(KEY))}
     train_reports = relative(PATHS.train_reports(KEY))
-    assert {m.rsplit("/", 1)[0] for m in declared(stages["train"], "metrics")} == {train_reports}
+    model = relative(PATHS.model_dir(KEY))
+    assert declared(stages["train"], "outs") == {model, f"{train_reports}/metrics.json"}
     assert {p.rsplit("/", 1)[0] for p in declared(stages["train"], "plots")} == {train_reports}
     evaluate = stages["evaluate"]
     outs = {PATHS.export_dir(KEY).parent, PATHS.evaluate_tables(KEY).parent}
+    outs |= {PATHS.evaluate_metrics(KEY).parent}
     assert declared(evaluate, "outs") == {relative(path) for path in outs}
-    assert declared(evaluate, "metrics") == {relative(PATHS.evaluate_metrics(KEY).parent)}
     plots = {PATHS.evaluate_predictions(KEY).parent, PATHS.evaluate_figures(KEY).parent}
     assert declared(evaluate, "plots") == {relative(path) for path in plots}
+
+
+def test_dvc_metrics_are_only_the_study_s_headline():
+    # Per-cell numbers are plain outputs (in git): as DVC metrics they made `dvc exp show` and
+    # `dvc metrics show` a column per cell and number (docs/comparing.md).
+    metrics = {name: declared(stage, "metrics") for name, stage in DVC["stages"].items()}
+    summary = relative(PATHS.study_report / "summary.json")
+    assert {name: files for name, files in metrics.items() if files} == {"report": {summary}}
+    assert "metrics" not in DVC  # no top-level metrics either
 
 
 def test_train_cells_declare_every_value_that_defines_them():

@@ -67,8 +67,9 @@ class Paths:
         return self.exported / cell_key
 
     # reports/evaluate/ is grouped by kind, so dvc.yaml declares each kind once for every cell:
-    # metrics/ (DVC metrics, in git), tables/ (small CSVs, in git), predictions/ (DVC's confusion
-    # plots) and figures/ (image plots), both in DVC's cache and in its .gitignore there.
+    # metrics/ (per-cell JSON in git, read with `dvc metrics show reports/evaluate/metrics`),
+    # tables/ (small CSVs, in git), predictions/ (DVC's confusion plots) and figures/ (image
+    # plots), both in DVC's cache and in its .gitignore there.
     @property
     def evaluate_reports(self) -> Path:
         return self.root / "reports" / "evaluate"
