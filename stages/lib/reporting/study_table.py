@@ -148,9 +148,13 @@ def summary_metrics(cells: pd.DataFrame, combinations: pd.DataFrame, confidence:
         }
 
     best, worst = best_and_worst(combinations)
+    failed = int(cells["failed_to_train"].sum()) if "failed_to_train" in cells else None
     return {
         "cells": len(cells),
         "combinations": len(combinations),
+        "failed_cells": failed,
+        "epochs_total": int(cells["epochs_run"].sum()),
+        "train_minutes_total": round(float(cells["train_seconds"].sum()) / 60.0, 1),
         "confidence": confidence,
         "best": describe(best),
         "worst": describe(worst),
