@@ -32,6 +32,7 @@ FIGURE = {
     "speed": "[time to target](figures/time_to_target.png), "
     "[learning curves](figures/learning_curves.png)",
     "accuracy": "[main effects](figures/main_effects.png)",
+    "outcomes": "[learning curves](figures/learning_curves.png) and `combinations.csv`",
 }
 SHOWN = 4  # pairs named per sentence; comparisons.csv has every one
 
@@ -274,7 +275,9 @@ def accuracy_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[
         found = _factor_sentences(comparisons, outcome, report.confidence, (DIFFERS,))
         label = BY_COLUMN[outcome].label
         for factor, clauses in found:
-            sentences.append(f"**{label.capitalize()}, {_name(factor)}:** {clauses}.")
+            sentences.append(
+                f"**{label.capitalize()}, {_name(factor)}:** {clauses}. See {FIGURE['outcomes']}."
+            )
     return sentences
 
 
@@ -301,7 +304,10 @@ def same_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]
             f"accuracy, ±{tolerances['epochs_to_target']:g} epochs to target; {test}); "
             f"undecided pairs above say how many seeds would decide them."
         ]
-    return [f"**Practically the same** ({test}): " + "; ".join(parts) + "."]
+    return [
+        f"**Practically the same** ({test}): " + "; ".join(parts) + f". See {FIGURE['accuracy']}, "
+        f"{FIGURE['speed'].split(', ')[0]}."
+    ]
 
 
 def ties_sentence(table: pd.DataFrame, confidence: float) -> str:
