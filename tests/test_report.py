@@ -305,6 +305,8 @@ def check_findings(folder: Path, summary: dict) -> None:
     assert "## Differences between levels" in markdown
     page = (folder / "index.html").read_text()
     assert "<strong>Test accuracy, optimizer:</strong> adam beats sgd by 1.00 points" in page
+    assert '<a href="figures/main_effects.png">main effects</a>' in page  # links, not raw Markdown
+    assert "](figures/" not in page
     assert summary["effects"]["test_accuracy"]["optimizer"]["differs"] is True
     assert summary["effects"]["test_accuracy"]["activation"]["pair"] == "relu_vs_sigmoid"
     assert summary["tied_with_best"] == 0

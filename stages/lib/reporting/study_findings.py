@@ -209,11 +209,13 @@ def failure_sentences(
             if math.isfinite(share) and share >= 0.05:
                 evidence.append(f"{share:.0%} of hidden units {what} at the end")
         named.append(f"`{label}` ({len(group)} of {total} seeds; {', '.join(evidence)})")
+    measured = "grad_ratio_init" in cells and cells["grad_ratio_init"].notna().any()
+    why = FIGURE["failure"] if measured else "turn on `train.diagnostics` for the gradient figures"
     head = (
         f"**Failure to train** ({rule}): {len(failed)} of {len(cells)} cells failed: "
         f"{'; '.join(named[:SHOWN])}"
         + (f"; and {len(named) - SHOWN} more combinations" if len(named) > SHOWN else "")
-        + f". Why: {FIGURE['failure']}."
+        + f". Why: {why}."
     )
     sentences = [head]
     for factor, clauses in _factor_sentences(

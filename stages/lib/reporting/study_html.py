@@ -116,9 +116,11 @@ def to_html(title: str, blocks: list[Block], figures_dir: Path) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape HTML, then render the two Markdown spans the report uses: `code` and **bold**."""
+    """Escape HTML, then render the Markdown spans the report uses: `code`, **bold** and
+    [links](relative/target)."""
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
 
 
