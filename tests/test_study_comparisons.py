@@ -29,6 +29,7 @@ from stages.lib.reporting.study_comparisons import (
     ties_with_best,
 )
 from stages.lib.reporting.study_findings import sentences
+from stages.lib.reporting.study_format import combinations_display
 from stages.lib.reporting.study_table import combinations_table
 
 NO_DIFFERENCE = ("no difference", "no level differs", "does not differ", "not differ")
@@ -327,3 +328,63 @@ def test_summary_metrics_lead_with_the_clearest_effect_per_factor(report) -> Non
     assert speed["pair"] == "adam_vs_sgd" and speed["differs"] is True
     assert set(summary["effects"]) == {"test_accuracy", "epochs_to_target"}
     assert summary["tied_with_best"] == int(ranked["tied_with_best"].iloc[1:].astype(bool).sum())
+
+
+# ------------------------------------------------------------------ found in a second reading
+def test_an_effect_that_reverses_across_another_factor_gets_no_pooled_answer(report) -> None:
+    """sgd is faster than adam with relu and slower with sigmoid: pooled, the two cancel; the
+    report must say it reverses, not 'the same' nor 'undecided, N seeds would decide it'."""
+    noise = np.random.default_rng(5)
+    rows = []
+    for activation, optimizer, seed in itertools.product(
+        ("relu", "sigmoid"), ("sgd", "adam"), range(4)
+    ):
+        slow = (activation, optimizer) in {("relu", "adam"), ("sigmoid", "sgd")}
+        accuracy = 0.975 + (0.01 if slow else -0.01) + noise.normal(0, 0.0005)
+        rows.append(cell(seed, activation=activation, optimizer=optimizer, test_accuracy=accuracy))
+    table, found = report_text(pd.DataFrame(rows), report)
+    accuracy = row(table, "test_accuracy", "optimizer")
+    assert accuracy["verdict"] == "reverses" and accuracy["depends_on"] == "activation"
+    assert math.isnan(accuracy["seeds_needed"])
+    sentence = next(s for s in found if s.startswith("**Test accuracy, optimizer:**"))
+    assert "the effect reverses with activation" in sentence and "no pooled answer" in sentence
+    assert_never_no_difference(found)
+
+
+def test_a_run_that_ended_short_of_the_target_is_slower_than_one_that_reached_it(report) -> None:
+    """Early stopping ended sigmoid's runs at epoch 5 without reaching the target; relu reached
+    it at epoch 8. The run that ended short never reaches it (AlgoPerf), so relu wins every pair."""
+    rows = []
+    for activation, seed in itertools.product(("relu", "sigmoid"), range(6)):
+        reached = activation == "relu"
+        rows.append(
+            cell(
+                seed,
+                activation=activation,
+                reached_target=reached,
+                epochs_to_target=8.0 if reached else math.nan,
+                seconds_to_target=8.0 if reached else math.nan,
+                epochs_observed=11.0 if reached else 5.0,
+                seconds_observed=11.0 if reached else 5.0,
+            )
+        )
+    table, _ = report_text(pd.DataFrame(rows), report)
+    speed = row(table, "epochs_to_target", "activation")
+    assert (speed["better"], speed["favour_better"], speed["favour_worse"]) == ("relu", 6, 0)
+    assert speed["verdict"] == DIFFERS
+
+
+def test_a_combination_behind_the_best_in_every_seed_is_never_called_tied(report) -> None:
+    cells = failing_grid(seeds=2)
+    cells = cells[cells["initializer"] == "glorot_uniform"].copy()
+    # relu is best; sigmoid is behind in both seeds, by uneven gaps: not significant with 2.
+    cells.loc[(cells["activation"] == "sigmoid") & (cells["seed"] == 0), "test_accuracy"] = 0.60
+    ranked = ties_with_best(cells, combinations_table(cells, 0.95), 0.95)
+    sigmoid = ranked[ranked["activation"] == "sigmoid"].iloc[0]
+    assert sigmoid["tied_with_best"]  # not shown worse at 95% with 2 seeds...
+    assert bool(sigmoid["behind_in_every_seed"])
+    _, found = report_text(cells, report)
+    ties = next(s for s in found if s.startswith("**Not shown worse than the best**"))
+    assert "behind the best in every seed, but too few seeds to decide: `sigmoid" in ties
+    shown = combinations_display(ranked, 0.95).set_index("activation")
+    assert shown.loc["sigmoid", "not shown worse than best"].startswith("too few seeds")

@@ -4,8 +4,9 @@ A cell that never reached the validation target has no time, only a time it was 
 (censored). Averaging the reached cells alone would flatter a slow level, so times are summarized
 by the Kaplan-Meier estimator (statsmodels' SurvfuncRight): its median, with the interval that
 inverts a test on the log-log survival (Brookmeyer-Crowley as SAS computes it). The median is the
-first time at which fewer than half the cells are still short of the target (SAS's strict rule:
-with two seeds it is the later one); NaN while at least half never reached it, though its
+first time at which fewer than half the cells are still short of the target (statsmodels' strict
+rule; SAS and R take a midpoint where the survival is exactly 0.5: with two seeds it is the later
+one here); NaN while at least half never reached it, though its
 interval may still bound it below. An upper limit of inf means the data do not bound it above.
 The plain mean over seeds is given too, but only when every seed reached the target. Failure
 rates get an exact (Clopper-Pearson) binomial interval.

@@ -6,10 +6,12 @@ cell with F=B that has the same other factors and seed. Per outcome (OUTCOMES):
 - measures (test accuracy, best validation loss, generalization gap): the Wilcoxon signed-rank
   test of the matched differences; effect size: their mean with a Student-t interval;
 - times to the target (epochs, seconds), which a cell that never reaches the target leaves
-  censored: an exact sign test with Gehan's scoring of each pair (A is faster when it reached the
-  target before B did or before B's run ended; a pair where neither reached it, or where the one
-  that did reached it after the other's run ended, is undecided); effect size: the geometric mean
-  ratio of the times over the pairs where both reached it, with a t interval on the log ratios;
+  censored: an exact sign test with Gehan's scoring of each pair, where a run that ended short of
+  the target (stopped early, or at the epoch limit that every cell shares) counts as never
+  reaching it, as in AlgoPerf: A is faster when it reached the target and B did later or never; a
+  pair where neither reached it, or both at the same epoch, is undecided; effect size: the
+  geometric mean ratio of the times over the pairs where both reached it, with a t interval on
+  the log ratios;
 - failure to train: the same exact sign test on the pairs where exactly one side failed
   (McNemar's exact test); effect size: the difference of failure rates, with a t interval.
 
@@ -17,8 +19,10 @@ Holm's correction runs within each outcome and factor. A pair of levels then get
 `differs` (Holm p below 1 - confidence); `same` (the two one-sided tests, TOST, put the mean
 difference within ± the outcome's tolerance from params.yaml `report.tolerance`, Holm-corrected);
 `too few` (every decided pair goes one way, but there are too few pairs for the test to decide);
-`undecided` (neither). The last two carry the seeds that would decide it, from the observed
-spread (stats.pairs_to_detect and friends). "No difference" is never a verdict.
+`undecided` (neither); `reverses` (not shown different overall, and the effect changes sign
+across the levels of another factor it depends on: no pooled answer, the levels are reported).
+`too few` and `undecided` carry the seeds that would decide it, from the observed spread
+(stats.pairs_to_detect and friends). "No difference" is never a verdict.
 
 Does an effect depend on another factor? For each varied factor G besides F, the matched
 differences of A and B are grouped by G's level and a one-way ANOVA tests whether their mean is the
@@ -53,11 +57,12 @@ from stages.lib.reporting.stats import (
 
 POINTS = 100.0  # accuracy (a fraction) to percentage points
 
-DIFFERS, SAME, TOO_FEW, UNDECIDED, NEITHER_FAILS, UNTESTABLE = (
+DIFFERS, SAME, TOO_FEW, UNDECIDED, REVERSES, NEITHER_FAILS, UNTESTABLE = (
     "differs",
     "same",
     "too few",
     "undecided",
+    "reverses",
     "neither fails",
     "untestable",
 )
@@ -151,12 +156,14 @@ def _differences(pair: _Pair, outcome: Outcome) -> np.ndarray:
 
 
 def _gehan(pair: _Pair, outcome: Outcome) -> np.ndarray:
-    """Per block: +1 when a reached the target first, -1 when b did, 0 when undecided."""
+    """Per block: +1 when a reached the target first, -1 when b did, 0 when tied or when
+    neither reached it."""
     f = pair.frame
     ta, tb = f[f"{outcome.column}_a"].astype(float), f[f"{outcome.column}_b"].astype(float)
     ca, cb = f[f"{outcome.observed}_a"].astype(float), f[f"{outcome.observed}_b"].astype(float)
-    a_first = ta.notna() & ((tb.notna() & (ta < tb)) | (tb.isna() & (ta <= cb)))
-    b_first = tb.notna() & ((ta.notna() & (tb < ta)) | (ta.isna() & (tb <= ca)))
+    del ca, cb  # a run that ended short of the target never reaches it (see the module's doc)
+    a_first = ta.notna() & (tb.isna() | (ta < tb))
+    b_first = tb.notna() & (ta.isna() | (tb < ta))
     return np.where(a_first, 1, np.where(b_first, -1, 0))
 
 
@@ -296,6 +303,8 @@ def factor_comparisons(cells: pd.DataFrame, report: ReportParams) -> pd.DataFram
             ):
                 pairs = len(found["pair"].frame)
                 verdict = _verdict(found, p_holm, eq_holm, alpha)
+                if depends.pop("reverses") and verdict in (SAME, TOO_FEW, UNDECIDED):
+                    verdict = REVERSES  # a pooled answer would hide opposite effects
                 needed = (
                     _seeds_needed(
                         found, outcome, tolerance, alpha / max(1, len(family)), pairs, seeds
@@ -398,7 +407,10 @@ def _dependence(
             groups = [scores[(column == level).to_numpy()] for level in levels(cells, other)]
             tests.append((index, other, heterogeneity(groups)))
     adjusted = holm([p for _, _, p in tests])
-    results = [{"depends_on": "", "dependence_p_holm": math.nan, "by_level": ""} for _ in family]
+    results = [
+        {"depends_on": "", "dependence_p_holm": math.nan, "by_level": "", "reverses": False}
+        for _ in family
+    ]
     best: dict[int, float] = {}
     for (index, other, _), p_holm in zip(tests, adjusted, strict=True):
         if not p_holm < alpha:
@@ -409,8 +421,21 @@ def _dependence(
                 "depends_on": other,
                 "dependence_p_holm": p_holm,
                 "by_level": _by_level(cells, family[index], outcome, other),
+                "reverses": _reverses(cells, family[index], outcome, other),
             }
     return results
+
+
+def _reverses(cells: pd.DataFrame, found: dict, outcome: Outcome, other: str) -> bool:
+    """Whether the effect of better over worse changes sign across the levels of `other`."""
+    frame, scores = found["pair"].frame, _scores(found["pair"], outcome)
+    means = []
+    for level in levels(cells, other):
+        values = scores[(frame[other] == level).to_numpy()]
+        values = values[np.isfinite(values)]
+        if len(values):
+            means.append(float(values.mean()))
+    return bool(means) and max(means) > 0 > min(means)
 
 
 def _by_level(cells: pd.DataFrame, found: dict, outcome: Outcome, other: str) -> str:
@@ -439,16 +464,21 @@ def ties_with_best(
 
     Added columns: gap_to_best (points, best minus this, paired over seeds), gap_ci_low,
     gap_ci_high, gap_p (two-sided paired t-test), gap_p_holm and tied_with_best (True for the
-    best itself; NaN when the gap cannot be tested, e.g. with one seed). Tied means "not shown
-    worse", never "the same": the best was picked for being best, and seeds are few.
+    best itself; NaN when the gap cannot be tested, e.g. with one seed) and behind_in_every_seed
+    (every seed below the best's same seed). Tied means "not shown worse", never "the same": the
+    best was picked for being best, and seeds are few; one behind in every seed is reported as
+    too few seeds to decide, not as tied.
     """
     by_seed = cells.set_index([*FACTORS, "seed"])["test_accuracy"].sort_index()
     best = tuple(combinations.iloc[0][list(FACTORS)])
     best_values = by_seed.loc[best]
-    found = []
+    found, behind = [], [False]
     for _, row in combinations.iloc[1:].iterrows():
         other = by_seed.loc[tuple(row[list(FACTORS)])].reindex(best_values.index)
         found.append(paired(best_values.to_numpy(), other.to_numpy(), confidence))
+        gaps = (best_values - other).to_numpy(dtype=float)
+        gaps = gaps[np.isfinite(gaps)]
+        behind.append(bool(len(gaps)) and bool((gaps > 0).all()))
     adjusted = holm([result.p for result in found])
     table = combinations.copy()
     table["gap_to_best"] = [0.0] + [r.mean * POINTS for r in found]
@@ -458,6 +488,8 @@ def ties_with_best(
     table["gap_p_holm"] = [math.nan, *adjusted]
     tied = [True] + [math.nan if math.isnan(p) else not p < 1.0 - confidence for p in adjusted]
     table["tied_with_best"] = pd.Series(tied, index=table.index, dtype=object)
+    # Not shown worse, yet behind the best in every seed: too few seeds, never "tied".
+    table["behind_in_every_seed"] = behind
     return table
 
 

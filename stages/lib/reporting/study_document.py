@@ -120,6 +120,9 @@ def build(
             "[Reading the statistics](../../docs/statistics.md) explains every verdict."
         ),
         Bullets(tuple(findings)),
+        Paragraph(
+            f"**Convergence** (effects of cells still improving could change): {convergence}"
+        ),
         Heading("The grid"),
         Bullets(
             (
@@ -129,7 +132,6 @@ def build(
                 f"up to {train.epochs} epochs" + (f", {stopping}" if patience else ""),
             )
         ),
-        Paragraph(f"**Convergence:** {convergence}"),
         Heading("Best and worst"),
         Bullets((f"Best {describe(best, confidence)}", f"Worst {describe(worst, confidence)}")),
         Paragraph("Main effects (each level's mean over the other factors, best first):"),

@@ -17,6 +17,7 @@ from stages.lib.core.config import CHANCE_ACCURACY, ReportParams
 from stages.lib.reporting.study_comparisons import (
     BY_COLUMN,
     DIFFERS,
+    REVERSES,
     SAME,
     TOO_FEW,
     UNDECIDED,
@@ -114,8 +115,9 @@ def _strength(row: pd.Series) -> float:
     )
 
 
-def comparison_clause(row: pd.Series, confidence: float) -> str:
-    """One pair of levels in words, by its verdict."""
+def comparison_clause(row: pd.Series, confidence: float, tolerance: float = math.nan) -> str:
+    """One pair of levels in words, by its verdict (`tolerance`: the outcome's, for a difference
+    that is also practically nil)."""
     outcome = BY_COLUMN[row["outcome"]]
     better, worse = row["better"], row["worse"]
     if outcome.kind == "time":
@@ -132,7 +134,18 @@ def comparison_clause(row: pd.Series, confidence: float) -> str:
             claim = f"{better}'s is lower than {worse}'s by {_amount(row)}"
     evidence = f"{_interval(row, confidence)}, {_votes(row, verb)}, {_test(row)}"
     if row["verdict"] == DIFFERS:
-        return f"{claim} ({evidence}){_dependence(row)}"
+        within = (
+            f", though within the ±{tolerance:g} tolerance (practically the same)"
+            if row["equivalence_p_holm"] < 1.0 - confidence
+            else ""
+        )
+        return f"{claim} ({evidence}){within}{_dependence(row)}"
+    if row["verdict"] == REVERSES:
+        return (
+            f"{better} vs {worse}: the effect reverses with {_name(row['depends_on'])} "
+            f"(ANOVA of the matched differences, Holm p {p_text(row['dependence_p_holm'])}): "
+            f"{row['by_level']}; no pooled answer ({_amount(row)} overall, {_test(row)})"
+        )
     if row["verdict"] == TOO_FEW:
         spread = (
             f"by {row['effect_min']:.{outcome.digits}f} to {row['effect_max']:.{outcome.digits}f}"
@@ -152,17 +165,21 @@ def comparison_clause(row: pd.Series, confidence: float) -> str:
 
 
 def _factor_sentences(
-    comparisons: pd.DataFrame, outcome: str, confidence: float, verdicts: tuple[str, ...]
+    comparisons: pd.DataFrame, outcome: str, report: ReportParams, verdicts: tuple[str, ...]
 ) -> list[tuple[str, str]]:
     """(factor, clauses) for every factor with comparisons of `outcome` in `verdicts`."""
+    confidence = report.confidence
+    tolerance = report.tolerance.model_dump().get(outcome, math.nan)
     rows = comparisons[(comparisons["outcome"] == outcome) & comparisons["verdict"].isin(verdicts)]
     found = []
     for factor, group in rows.groupby("factor", sort=False):
         order = group.assign(
-            _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, UNDECIDED: 2}),
+            _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, REVERSES: 2, UNDECIDED: 3}),
             _size=[-_strength(row) for _, row in group.iterrows()],
         ).sort_values(["_first", "p_holm", "_size"])
-        clauses = [comparison_clause(row, confidence) for _, row in order.head(SHOWN).iterrows()]
+        clauses = [
+            comparison_clause(row, confidence, tolerance) for _, row in order.head(SHOWN).iterrows()
+        ]
         if len(order) > SHOWN:
             clauses.append(f"{len(order) - SHOWN} more pairs in `comparisons.csv`")
         found.append((str(factor), "; ".join(clauses)))
@@ -219,7 +236,7 @@ def failure_sentences(
     )
     sentences = [head]
     for factor, clauses in _factor_sentences(
-        comparisons, "failed_to_train", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+        comparisons, "failed_to_train", report, (DIFFERS, TOO_FEW, UNDECIDED, REVERSES)
     ):
         sentences.append(f"**Failure to train, {_name(factor)}:** {clauses}.")
     return sentences
@@ -238,10 +255,18 @@ def speed_sentences(
         "cells reached it, the others count as censored, never as a number"
     )
     found = _factor_sentences(
-        comparisons, "epochs_to_target", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+        comparisons, "epochs_to_target", report, (DIFFERS, TOO_FEW, UNDECIDED, REVERSES)
     )
     if not found:
-        return [f"**Speed** ({intro}): no factor varies."]
+        same = comparisons[
+            (comparisons["outcome"] == "epochs_to_target") & (comparisons["verdict"] == SAME)
+        ]
+        what = (
+            "every pair of levels is practically the same (below)"
+            if len(same)
+            else ("no factor varies")
+        )
+        return [f"**Speed** ({intro}): {what}."]
     sentences = []
     for factor, clauses in found:
         seconds = comparisons[
@@ -270,11 +295,11 @@ def accuracy_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[
     sentences = [
         f"**Test accuracy, {_name(factor)}:** {clauses}. See {FIGURE['accuracy']}."
         for factor, clauses in _factor_sentences(
-            comparisons, "test_accuracy", report.confidence, (DIFFERS, TOO_FEW, UNDECIDED)
+            comparisons, "test_accuracy", report, (DIFFERS, TOO_FEW, UNDECIDED, REVERSES)
         )
     ]
     for outcome in ("best_val_loss", "generalization_gap"):
-        found = _factor_sentences(comparisons, outcome, report.confidence, (DIFFERS,))
+        found = _factor_sentences(comparisons, outcome, report, (DIFFERS,))
         label = BY_COLUMN[outcome].label
         for factor, clauses in found:
             sentences.append(
@@ -287,15 +312,13 @@ def same_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]
     """The pairs of levels shown practically the same, each with its stated tolerance."""
     tolerances = report.tolerance.model_dump()
     parts = []
-    for outcome in ("test_accuracy", "epochs_to_target"):
+    for outcome in ("test_accuracy", "epochs_to_target", "seconds_to_target", "best_val_loss",
+                    "generalization_gap"):  # fmt: skip
         rows = comparisons[(comparisons["outcome"] == outcome) & (comparisons["verdict"] == SAME)]
-        within = (
-            f"within ±{tolerances[outcome]:g} points of test accuracy"
-            if outcome == "test_accuracy"
-            else f"within ±{tolerances[outcome]:g} epochs to the target"
-        )
         if rows.empty:
             continue
+        unit = f" {BY_COLUMN[outcome].unit}" if BY_COLUMN[outcome].unit else ""
+        within = f"within ±{tolerances[outcome]:g}{unit} of {BY_COLUMN[outcome].label}"
         pairs = ", ".join(f"{r.better} and {r.worse}" for r in rows.itertuples())
         parts.append(f"{within}: {pairs}")
     test = f"two one-sided tests at {report.confidence:.0%}, Holm-corrected"
@@ -324,21 +347,32 @@ def ties_sentence(table: pd.DataFrame, confidence: float) -> str:
             f"{head} cannot be tested: the gaps to the best need two or more seeds "
             f"with a test accuracy."
         )
-    tied = tested[tested["tied_with_best"].astype(bool)]
+    behind = tested[tested["tied_with_best"].astype(bool) & tested["behind_in_every_seed"]]
+    tied = tested[tested["tied_with_best"].astype(bool) & ~tested["behind_in_every_seed"]]
     worse = tested[~tested["tied_with_best"].astype(bool)]
+    few = (
+        f"; behind the best in every seed, but too few seeds to decide: {_names(behind)}"
+        if len(behind)
+        else ""
+    )
     paired_over = f"paired t-tests over seeds, Holm over {count(len(tested), 'comparison')}"
     if tied.empty:
-        return (
-            f"{head} none; every other combination is worse at {confidence:.0%} confidence "
-            f"({paired_over})."
-        )
+        if behind.empty:
+            return (
+                f"{head} none; every other combination is worse at {confidence:.0%} confidence "
+                f"({paired_over})."
+            )
+        named = f"; significantly worse ({paired_over}): {_names(worse)}" if len(worse) else ""
+        return f"{head} none{named}{few}."
     text = (
         f"{head} {len(tied)} of {len(others)} other combinations are not significantly worse at "
-        f"{confidence:.0%} confidence ({paired_over}; not the same as equal)"
+        f"{confidence:.0%} confidence and not behind it in every seed ({paired_over}; not the "
+        "same as equal)"
     )
     if len(tied) <= len(worse):
-        return f"{text}: {_names(tied)}."
-    return f"{text}; significantly worse: {_names(worse)}." if len(worse) else f"{text}."
+        return f"{text}: {_names(tied)}{few}."
+    named = f"; significantly worse: {_names(worse)}" if len(worse) else ""
+    return f"{text}{named}{few}."
 
 
 def _names(rows: pd.DataFrame) -> str:

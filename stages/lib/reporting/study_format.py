@@ -64,7 +64,14 @@ def combinations_display(combinations: pd.DataFrame, confidence: float) -> pd.Da
                 )
             ],
             "std": rows["test_accuracy_std"].map(percent),
-            "tied with best": rows["tied_with_best"].map(tied),
+            "not shown worse than best": [
+                "too few seeds (behind in every seed)"
+                if tied(value) == "yes" and behind
+                else tied(value)
+                for value, behind in zip(
+                    rows["tied_with_best"], rows["behind_in_every_seed"], strict=True
+                )
+            ],
             "failed": [
                 f"{int(f)}/{int(n)}" for f, n in zip(rows["failed"], rows["n"], strict=True)
             ],
