@@ -252,7 +252,7 @@ def speed_sentences(
     reached = int(cells["reached_target"].astype(bool).sum()) if "reached_target" in cells else 0
     intro = (
         f"epochs until validation accuracy first reaches {target}; {reached} of {len(cells)} "
-        "cells reached it, the others count as censored, never as a number"
+        "cells reached it; the others never did: no number, and slower than any that did"
     )
     found = _factor_sentences(
         comparisons, "epochs_to_target", report, (DIFFERS, TOO_FEW, UNDECIDED, REVERSES)
