@@ -138,8 +138,10 @@ def build(
         Bullets(tuple(ranking(effects, factor) for factor in FACTORS)),
         Heading("Combinations, best first"),
         Paragraph(
-            "Means over seeds (`combinations.csv` has every number, unrounded). Tied with best: "
-            "not significantly worse than the best combination, paired over seeds, Holm-corrected."
+            "Means over seeds (`combinations.csv` has every number, unrounded). Not shown worse "
+            "than best: not significantly worse than the best combination (paired over seeds, "
+            "Holm-corrected), or too few seeds where it is behind the best in every seed. Failed "
+            "and reached target: cells of the combination; epochs to target: Kaplan-Meier median."
         ),
         Table(combinations_display(combinations, confidence)),
         Heading("Differences between levels"),
