@@ -35,13 +35,12 @@ from stages.lib.reporting import (
     study_figures,
     study_findings,
 )
-from stages.lib.reporting.cell_results import FACTORS, read_diagnostics, read_history
+from stages.lib.reporting.cell_results import FACTORS, read_study
 from stages.lib.reporting.outcome_tracking import log_outcomes
 from stages.lib.reporting.report_run import log_report
 from stages.lib.reporting.report_tracking import file_report
 from stages.lib.reporting.study_html import to_html, to_markdown
 from stages.lib.reporting.study_table import (
-    cells_table,
     combinations_table,
     main_effects,
     start_and_end,
@@ -57,17 +56,12 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     cells = grid(params.train)
     confidence = params.report.confidence
     diagnostics_on = params.train.diagnostics.enabled
-    table = cells_table(paths, cells, diagnostics_on, params.report)  # ConfigError before work
+    # ConfigError before any work; every cell's files read once.
+    table, histories, diagnostics = read_study(paths, cells, diagnostics_on, params.report)
     tracking.check_store(paths)  # StageError if unreachable or damaged; creates nothing
     comparisons = study_comparisons.factor_comparisons(table, params.report)
     combinations = study_comparisons.ties_with_best(
         table, combinations_table(table, confidence), confidence
-    )
-    histories = pd.concat([read_history(paths, cell) for cell in cells], ignore_index=True)
-    diagnostics = (
-        pd.concat([read_diagnostics(paths, cell) for cell in cells], ignore_index=True)
-        if diagnostics_on
-        else None
     )
 
     effects = main_effects(table, confidence)

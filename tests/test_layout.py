@@ -215,6 +215,7 @@ def test_no_module_imports_itself_back():
 LONG_SINGLE_JOB = {
     "stages/lib/core/config.py": "the schema of params.yaml, one model per section",
     "stages/lib/core/variants.py": "the types of activations, initializers and optimizers",
+    "stages/lib/reporting/cell_results.py": "every per-cell file the report reads, checked",
     "stages/lib/reporting/stats.py": "statistical tests, each a thin call into scipy/statsmodels",
     "stages/lib/reporting/study_comparisons.py": "comparisons of levels: pairs, tests, verdicts",
     "stages/lib/reporting/study_findings.py": "the findings in words, one function per kind",

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from stages.lib.core.config import ReportParams
+from stages.lib.core.config import AXES, ReportParams
 from stages.lib.reporting.study_comparisons import (
     DIFFERS,
     SAME,
@@ -71,18 +71,7 @@ def cell(seed: int, **values: Any) -> dict[str, Any]:
         **{f"digit_{d}": 0.975 for d in range(10)},
         **values,
     }
-    row["key"] = "-".join(
-        str(row[a])
-        for a in (
-            "activation",
-            "initializer",
-            "optimizer",
-            "architecture",
-            "batch_size",
-            "dropout",
-            "seed",
-        )
-    )
+    row["key"] = "-".join(str(row[axis]) for axis in AXES)
     return row
 
 
@@ -271,6 +260,13 @@ def test_a_level_that_changes_nothing_is_practically_the_same(report) -> None:
 
 
 # --------------------------------------------------------------------------------- edge cases
+def test_a_failure_with_one_varied_factor_is_named_with_its_seeds(report) -> None:
+    cells = failing_grid(seeds=2)
+    cells = cells[cells["initializer"] == "normal_tiny"]
+    _, found = report_text(cells, report)
+    assert "2 of 4 cells failed: `sigmoid` (2 of 2 seeds; test accuracy 10.6%" in found[0]
+
+
 def test_one_seed_still_compares_over_the_other_factors(report) -> None:
     cells = slow_grid(seeds=1)
     table, found = report_text(cells, report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ TRAIN_KEYS: tuple[str, ...] = (
     "train_seconds",
 )
 EVALUATE_KEYS: tuple[str, ...] = ("test_accuracy", "test_loss", "test_f1_macro")
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "val_accuracy", "val_loss")
+# history.csv columns read: the learning curves' and those the cell's outcomes need.
+HISTORY_COLUMNS: tuple[str, ...] = ("val_loss", *HISTORY_NEEDS)
 DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
     "epoch",
     "layer",
@@ -95,12 +97,30 @@ def check_complete(paths: Paths, cells: list[Cell], diagnostics: bool) -> None:
     )
 
 
-def read_cell(paths: Paths, cell: Cell, report: ReportParams, diagnostics: bool) -> dict[str, Any]:
+def read_study(
+    paths: Paths, cells: list[Cell], diagnostics: bool, report: ReportParams
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(cells table: one row per cell in grid order, tidy histories, tidy diagnostics or None),
+    each file read once; ConfigError first if any cell lacks files."""
+    check_complete(paths, cells, diagnostics)
+    histories = [read_history(paths, cell) for cell in cells]
+    probes = [read_diagnostics(paths, cell) if diagnostics else None for cell in cells]
+    rows = map(partial(read_cell, paths, report), cells, histories, probes)
+    tidy_probes = pd.concat(probes, ignore_index=True) if diagnostics else None
+    return pd.DataFrame(list(rows)), pd.concat(histories, ignore_index=True), tidy_probes
+
+
+def read_cell(
+    paths: Paths,
+    report: ReportParams,
+    cell: Cell,
+    history: pd.DataFrame,
+    diagnostics: pd.DataFrame | None,
+) -> dict[str, Any]:
     """One row of the cells table: factors, seed, key, metrics, per-digit accuracy (recall), and
-    the outcomes beside accuracy (cell_outcomes.py; diagnostics evidence NaN without them)."""
+    the outcomes beside accuracy (cell_outcomes.py) from the cell's `history` and `diagnostics`
+    as read_history and read_diagnostics return them (None: diagnostics off, evidence NaN)."""
     files = CellFiles.of(paths, cell)
-    history = _read_csv(files.history, HISTORY_NEEDS)
-    probes = _read_csv(files.diagnostics, DIAGNOSTICS_COLUMNS) if diagnostics else None
     train = _read_json(files.train_metrics, TRAIN_KEYS)
     evaluate = _read_json(files.evaluate_metrics, EVALUATE_KEYS)
     per_digit = _read_csv(files.per_digit, ("digit", "recall"))
@@ -120,12 +140,12 @@ def read_cell(paths: Paths, cell: Cell, report: ReportParams, diagnostics: bool)
         "stopped_early": bool(train["stopped_early"]),
         "train_seconds": float(train["train_seconds"]),
         **{f"digit_{digit}": value for digit, value in sorted(digits.items())},
-        **outcomes(history, train, probes, report.target_val_accuracy, report.failure_margin),
+        **outcomes(history, train, diagnostics, report.target_val_accuracy, report.failure_margin),
     }
 
 
 def read_history(paths: Paths, cell: Cell) -> pd.DataFrame:
-    """Validation accuracy and loss per epoch (1-based), with the cell's factors and key."""
+    """HISTORY_COLUMNS per epoch (1-based), with the cell's factors and key."""
     history = _read_csv(CellFiles.of(paths, cell).history, HISTORY_COLUMNS)
     return _label(history[list(HISTORY_COLUMNS)], cell)
 

@@ -77,19 +77,14 @@ class Outcome:
     unit: str  # of differences: "points", "epochs", "s" or "" (a loss)
     scale: float  # cells-table value -> unit
     higher_is_better: bool
-    kind: str  # "measure", "time" (censored; `observed` is its censoring time) or "failure"
-    observed: str | None = None
+    kind: str  # "measure", "time" (censored: NaN when never reached) or "failure"
     digits: int = 2
 
 
 OUTCOMES: tuple[Outcome, ...] = (
     Outcome("failed_to_train", "failure to train", "points", POINTS, False, "failure"),
-    Outcome(
-        "epochs_to_target", "epochs to target", "epochs", 1.0, False, "time", "epochs_observed", 1
-    ),
-    Outcome(
-        "seconds_to_target", "seconds to target", "s", 1.0, False, "time", "seconds_observed", 1
-    ),
+    Outcome("epochs_to_target", "epochs to target", "epochs", 1.0, False, "time", digits=1),
+    Outcome("seconds_to_target", "seconds to target", "s", 1.0, False, "time", digits=1),
     Outcome("test_accuracy", "test accuracy", "points", POINTS, True, "measure"),
     Outcome("best_val_loss", "best validation loss", "", 1.0, False, "measure", digits=3),
     Outcome("generalization_gap", "generalization gap", "points", 1.0, False, "measure"),
@@ -158,10 +153,8 @@ def _differences(pair: _Pair, outcome: Outcome) -> np.ndarray:
 def _gehan(pair: _Pair, outcome: Outcome) -> np.ndarray:
     """Per block: +1 when a reached the target first, -1 when b did, 0 when tied or when
     neither reached it."""
-    f = pair.frame
+    f = pair.frame  # a run that ended short of the target never reaches it (module doc)
     ta, tb = f[f"{outcome.column}_a"].astype(float), f[f"{outcome.column}_b"].astype(float)
-    ca, cb = f[f"{outcome.observed}_a"].astype(float), f[f"{outcome.observed}_b"].astype(float)
-    del ca, cb  # a run that ended short of the target never reaches it (see the module's doc)
     a_first = ta.notna() & (tb.isna() | (ta < tb))
     b_first = tb.notna() & (ta.isna() | (tb < ta))
     return np.where(a_first, 1, np.where(b_first, -1, 0))
@@ -182,28 +175,21 @@ def _scores(pair: _Pair, outcome: Outcome) -> np.ndarray:
     or the log time ratio, sign-flipped so positive favours a."""
     if outcome.kind == "time":
         return -_log_ratios(pair, outcome)
-    if outcome.kind == "failure":
-        f = pair.frame
-        a = f[f"{outcome.column}_a"].astype(float).to_numpy()
-        b = f[f"{outcome.column}_b"].astype(float).to_numpy()
-        return (b - a) * outcome.scale
     return _differences(pair, outcome)
 
 
 def _compare(pair: _Pair, outcome: Outcome, confidence: float) -> dict:
     """The test, effect size and equivalence of a against b (not yet oriented)."""
+    differences = _differences(pair, outcome)  # positive favours a
     if outcome.kind == "time":
         votes = _gehan(pair, outcome)
-        logs = _log_ratios(pair, outcome)
-        ratio = estimate(logs, confidence)
-        censored = bool(
-            pair.frame[[f"{outcome.column}_a", f"{outcome.column}_b"]].isna().any(axis=None)
-        )
-        differences = _differences(pair, outcome)  # b - a in time units: positive favours a
+        wins, losses = int((votes > 0).sum()), int((votes < 0).sum())
+        ratio = estimate(_log_ratios(pair, outcome), confidence)
+        censored = bool(np.isnan(differences).any())
         return {
-            "wins": int((votes > 0).sum()),
-            "losses": int((votes < 0).sum()),
-            "p": sign_test(int((votes > 0).sum()), int((votes < 0).sum())),
+            "wins": wins,
+            "losses": losses,
+            "p": sign_test(wins, losses),
             "effect": math.exp(ratio.mean) if ratio.n else math.nan,
             "ci_low": math.exp(ratio.ci_low) if ratio.n > 1 else math.nan,
             "ci_high": math.exp(ratio.ci_high) if ratio.n > 1 else math.nan,
@@ -211,11 +197,11 @@ def _compare(pair: _Pair, outcome: Outcome, confidence: float) -> dict:
             "equivalence_values": None if censored else differences,
             "kind": "ratio",
         }
-    if outcome.kind == "failure":
-        a = pair.frame[f"{outcome.column}_a"].astype(float).to_numpy()
-        b = pair.frame[f"{outcome.column}_b"].astype(float).to_numpy()
-        wins, losses = int(((a == 0) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())
-        result = paired(b * POINTS, a * POINTS, confidence)  # positive: a fails less
+    finite = differences[np.isfinite(differences)]
+    result = paired(finite, np.zeros_like(finite), confidence)
+    if outcome.kind == "failure":  # +100 points where only b failed, -100 where only a did
+        wins, losses = int((finite > 0).sum()), int((finite < 0).sum())
+        failures = pair.frame[[f"{outcome.column}_a", f"{outcome.column}_b"]].astype(float)
         return {
             "wins": wins,
             "losses": losses,
@@ -223,14 +209,11 @@ def _compare(pair: _Pair, outcome: Outcome, confidence: float) -> dict:
             "effect": result.mean,
             "ci_low": result.ci_low,
             "ci_high": result.ci_high,
-            "spread": (b - a) * POINTS,
+            "spread": differences,
             "equivalence_values": None,
             "kind": "difference",
-            "none_failed": not (np.nansum(a) or np.nansum(b)),
+            "none_failed": not np.nansum(failures.to_numpy()),
         }
-    differences = _differences(pair, outcome)
-    finite = differences[np.isfinite(differences)]
-    result = paired(finite, np.zeros_like(finite), confidence)
     return {
         "wins": int((finite > 0).sum()),
         "losses": int((finite < 0).sum()),
@@ -242,6 +225,16 @@ def _compare(pair: _Pair, outcome: Outcome, confidence: float) -> dict:
         "equivalence_values": finite,
         "kind": "difference",
     }
+
+
+def strength(outcome: str, effect: float) -> float:
+    """How large an effect is, to name the largest first: |log ratio| for times, else |effect|
+    (0 when undefined)."""
+    if not math.isfinite(effect):
+        return 0.0
+    return (
+        abs(math.log(effect)) if BY_COLUMN[outcome].kind == "time" and effect > 0 else abs(effect)
+    )
 
 
 def _orient(found: dict, a: object, b: object) -> dict:
@@ -417,40 +410,43 @@ def _dependence(
             continue
         if index not in best or p_holm < best[index]:
             best[index] = p_holm
+            means = _level_means(cells, family[index], outcome, other)
             results[index] = {
                 "depends_on": other,
                 "dependence_p_holm": p_holm,
-                "by_level": _by_level(cells, family[index], outcome, other),
-                "reverses": _reverses(cells, family[index], outcome, other),
+                "by_level": _by_level(means, outcome),
+                "reverses": _reverses(means),
             }
     return results
 
 
-def _reverses(cells: pd.DataFrame, found: dict, outcome: Outcome, other: str) -> bool:
-    """Whether the effect of better over worse changes sign across the levels of `other`."""
+def _level_means(
+    cells: pd.DataFrame, found: dict, outcome: Outcome, other: str
+) -> dict[object, float]:
+    """The mean score (see _scores) of better over worse at each level of `other`; NaN where
+    no block of that level has one."""
     frame, scores = found["pair"].frame, _scores(found["pair"], outcome)
-    means = []
+    means = {}
     for level in levels(cells, other):
         values = scores[(frame[other] == level).to_numpy()]
         values = values[np.isfinite(values)]
-        if len(values):
-            means.append(float(values.mean()))
-    return bool(means) and max(means) > 0 > min(means)
+        means[level] = float(values.mean()) if len(values) else math.nan
+    return means
 
 
-def _by_level(cells: pd.DataFrame, found: dict, outcome: Outcome, other: str) -> str:
-    """The effect of better over worse at each level of `other`, e.g. "tiny: 86.9; he: 12.1"."""
-    frame = found["pair"].frame
-    scores = _scores(found["pair"], outcome)
+def _reverses(means: dict[object, float]) -> bool:
+    """Whether the effect changes sign across the levels (NaN levels left out)."""
+    known = [mean for mean in means.values() if math.isfinite(mean)]
+    return bool(known) and max(known) > 0 > min(known)
+
+
+def _by_level(means: dict[object, float], outcome: Outcome) -> str:
+    """The effect of better over worse at each level, e.g. "tiny: 86.9; he: 12.1"."""
     parts = []
-    for level in levels(cells, other):
-        values = scores[(frame[other] == level).to_numpy()]
-        values = values[np.isfinite(values)]
-        if not len(values):
+    for level, mean in means.items():
+        if not math.isfinite(mean):
             parts.append(f"{level}: {'not both reached' if outcome.kind == 'time' else '—'}")
-            continue
-        mean = float(values.mean())
-        if outcome.kind == "time":
+        elif outcome.kind == "time":
             parts.append(f"{level}: {math.exp(-mean):.2f}x")
         else:
             parts.append(f"{level}: {mean:.{outcome.digits}f}")
@@ -509,11 +505,9 @@ def metrics(comparisons: pd.DataFrame, ties: pd.DataFrame) -> dict:
     for outcome in HEADLINE_OUTCOMES:
         rows = comparisons[comparisons["outcome"] == outcome]
         for factor, group in rows.groupby("factor", sort=False):
-            ratio = BY_COLUMN[outcome].kind == "time"
-            strength = [abs(math.log(e)) if ratio and e > 0 else abs(e) for e in group["effect"]]
             order = group.assign(
                 _rank=group["verdict"].map(lambda v: rank.get(v, 4)),
-                _strength=[-value for value in strength],
+                _strength=[-strength(outcome, effect) for effect in group["effect"]],
             ).sort_values(["_rank", "_strength"])
             top = order.iloc[0]
             effects.setdefault(outcome, {})[str(factor)] = {

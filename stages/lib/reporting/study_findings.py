@@ -13,15 +13,17 @@ import math
 
 import pandas as pd
 
-from stages.lib.core.config import CHANCE_ACCURACY, ReportParams
+from stages.lib.core.config import CHANCE_ACCURACY, FACTORS, ReportParams
 from stages.lib.reporting.study_comparisons import (
     BY_COLUMN,
     DIFFERS,
+    OUTCOMES,
     REVERSES,
     SAME,
     TOO_FEW,
     UNDECIDED,
     levels,
+    strength,
     varied,
 )
 from stages.lib.reporting.study_format import MISSING, count, interval_of
@@ -30,6 +32,7 @@ from stages.lib.reporting.study_table import combination_label
 FIGURE = {
     "failure": "[gradient norms](figures/gradient_norms.png), "
     "[dead and saturated units](figures/dead_saturated.png)",
+    "time": "[time to target](figures/time_to_target.png)",
     "speed": "[time to target](figures/time_to_target.png), "
     "[learning curves](figures/learning_curves.png)",
     "accuracy": "[main effects](figures/main_effects.png)",
@@ -42,19 +45,11 @@ def p_text(p: float) -> str:
     return MISSING if math.isnan(p) else "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
-def points(value: float) -> str:
-    return MISSING if math.isnan(value) else f"{value:.2f}"
-
-
-def ci_points(low: float, high: float, confidence: float) -> str:
-    return f"{confidence:.0%} CI {interval_of(low, high, points)}"
-
-
 def _name(factor: str) -> str:
     return factor.replace("_", " ")
 
 
-def _amount(row: pd.Series, digits: int = 2) -> str:
+def _amount(row: pd.Series) -> str:
     """The effect in words: "0.12 points", "0.31x the epochs", "0.021" (a loss)."""
     outcome = BY_COLUMN[row["outcome"]]
     if outcome.kind == "time":
@@ -66,13 +61,18 @@ def _amount(row: pd.Series, digits: int = 2) -> str:
     return f"{row['effect']:.{outcome.digits}f}{unit}"
 
 
-def _interval(row: pd.Series, confidence: float) -> str:
+def _bounds(row: pd.Series) -> str:
+    """The effect's interval, "0.21x to 0.32x" for times, "0.39 to 1.95" otherwise."""
     outcome = BY_COLUMN[row["outcome"]]
     if outcome.kind == "time":
         form = lambda v: f"{v:.2f}x"  # noqa: E731
     else:
         form = lambda v: f"{v:.{outcome.digits}f}"  # noqa: E731
-    return f"{confidence:.0%} CI {interval_of(row['ci_low'], row['ci_high'], form)}"
+    return interval_of(row["ci_low"], row["ci_high"], form)
+
+
+def _interval(row: pd.Series, confidence: float) -> str:
+    return f"{confidence:.0%} CI {_bounds(row)}"
 
 
 def _test(row: pd.Series) -> str:
@@ -100,18 +100,6 @@ def _dependence(row: pd.Series) -> str:
     return (
         f"; it depends on {_name(row['depends_on'])} (ANOVA of the matched differences, "
         f"Holm p {p_text(row['dependence_p_holm'])}): {row['by_level']}"
-    )
-
-
-def _strength(row: pd.Series) -> float:
-    """How large an effect is, to name the largest first: |log ratio| for times, else |effect|."""
-    effect = float(row["effect"])
-    if not math.isfinite(effect):
-        return 0.0
-    return (
-        abs(math.log(effect))
-        if BY_COLUMN[row["outcome"]].kind == "time" and effect > 0
-        else abs(effect)
     )
 
 
@@ -175,7 +163,7 @@ def _factor_sentences(
     for factor, group in rows.groupby("factor", sort=False):
         order = group.assign(
             _first=group["verdict"].map({DIFFERS: 0, TOO_FEW: 1, REVERSES: 2, UNDECIDED: 3}),
-            _size=[-_strength(row) for _, row in group.iterrows()],
+            _size=[-strength(outcome, effect) for effect in group["effect"]],
         ).sort_values(["_first", "p_holm", "_size"])
         clauses = [
             comparison_clause(row, confidence, tolerance) for _, row in order.head(SHOWN).iterrows()
@@ -198,19 +186,13 @@ def failure_sentences(
     if failed.empty:
         return [f"**Failure to train:** none of the {len(cells)} cells ({rule})."]
     factors = varied(cells) or ["activation"]
+    combinations = cells.groupby(factors, sort=False)
     named = []
     for combination, group in failed.groupby(factors, sort=False):
         label = " / ".join(
             map(str, combination if isinstance(combination, tuple) else (combination,))
         )
-        total = int(
-            (
-                cells[factors].astype(str)
-                == pd.Series(dict(zip(factors, map(str, group.iloc[0][factors]), strict=True)))
-            )
-            .all(axis=1)
-            .sum()
-        )
+        total = len(combinations.get_group(combination))
         evidence = [f"test accuracy {group['test_accuracy'].mean():.1%}"]
         ratio = group.get("grad_ratio_init", pd.Series(dtype=float)).astype(float).mean()
         if math.isfinite(ratio):
@@ -312,8 +294,7 @@ def same_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]
     """The pairs of levels shown practically the same, each with its stated tolerance."""
     tolerances = report.tolerance.model_dump()
     parts = []
-    for outcome in ("test_accuracy", "epochs_to_target", "seconds_to_target", "best_val_loss",
-                    "generalization_gap"):  # fmt: skip
+    for outcome in (o.column for o in OUTCOMES if o.kind != "failure"):
         rows = comparisons[(comparisons["outcome"] == outcome) & (comparisons["verdict"] == SAME)]
         if rows.empty:
             continue
@@ -331,7 +312,7 @@ def same_sentences(comparisons: pd.DataFrame, report: ReportParams) -> list[str]
         ]
     return [
         f"**Practically the same** ({test}): " + "; ".join(parts) + f". See {FIGURE['accuracy']}, "
-        f"{FIGURE['speed'].split(', ')[0]}."
+        f"{FIGURE['time']}."
     ]
 
 
@@ -383,7 +364,7 @@ def sentences(
     cells: pd.DataFrame, comparisons: pd.DataFrame, ties: pd.DataFrame, report: ReportParams
 ) -> list[str]:
     """The findings at the top of the report, most important first."""
-    shared = [f"{_name(f)} {levels(cells, f)[0]}" for f in varied_complement(cells)]
+    shared = [f"{_name(f)} {levels(cells, f)[0]}" for f in FACTORS if f not in varied(cells)]
     return [
         *failure_sentences(cells, comparisons, report),
         *speed_sentences(cells, comparisons, report),
@@ -392,12 +373,6 @@ def sentences(
         *([f"**Shared by every cell** (not compared): {', '.join(shared)}."] if shared else []),
         ties_sentence(ties, report.confidence),
     ]
-
-
-def varied_complement(cells: pd.DataFrame) -> list[str]:
-    from stages.lib.reporting.cell_results import FACTORS
-
-    return [factor for factor in FACTORS if factor not in varied(cells)]
 
 
 def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.DataFrame:
@@ -415,9 +390,7 @@ def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.Data
                 )
             ],
             "effect": [_amount(row) for _, row in rows.iterrows()],
-            f"{confidence:.0%} CI": [
-                _interval(row, confidence).split(" CI ", 1)[1] for _, row in rows.iterrows()
-            ],
+            f"{confidence:.0%} CI": [_bounds(row) for _, row in rows.iterrows()],
             "Holm p": rows["p_holm"].map(lambda p: p_text(p).lstrip("= ")),
             "same: Holm p": rows["equivalence_p_holm"].map(lambda p: p_text(p).lstrip("= ")),
             "verdict": rows["verdict"],

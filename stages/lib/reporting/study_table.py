@@ -1,4 +1,5 @@
-"""The study as tables: one row per cell, one per combination (over seeds), one per factor level.
+"""The study as tables over the cells table (cell_results.read_study): one row per combination
+(over seeds), one per factor level, the summary metrics.
 
 Every interval is a Student-t interval over seeds, the study's independent replicates; with one
 seed there is no spread to estimate, so intervals are NaN (shown as "—"). Times to the validation
@@ -12,10 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.core.config import ReportParams
-from stages.lib.core.grid import Cell
-from stages.lib.core.paths import Paths
-from stages.lib.reporting.cell_results import DIGITS, FACTORS, check_complete, read_cell
+from stages.lib.reporting.cell_results import DIGITS, FACTORS
 from stages.lib.reporting.outcome_summaries import outcome_columns
 from stages.lib.reporting.stats import estimate
 
@@ -28,14 +26,6 @@ SUMMARIZED: tuple[str, ...] = (
     "best_epoch",
     "train_seconds",
 )
-
-
-def cells_table(
-    paths: Paths, cells: list[Cell], diagnostics: bool, report: ReportParams
-) -> pd.DataFrame:
-    """One row per cell of the grid, in grid order; ConfigError first if any cell lacks files."""
-    check_complete(paths, cells, diagnostics)
-    return pd.DataFrame([read_cell(paths, cell, report, diagnostics) for cell in cells])
 
 
 def combination_label(row: Any) -> str:
