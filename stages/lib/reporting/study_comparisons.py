@@ -147,7 +147,7 @@ def _differences(pair: _Pair, outcome: Outcome) -> np.ndarray:
     a = pair.frame[f"{outcome.column}_a"].astype(float).to_numpy()
     b = pair.frame[f"{outcome.column}_b"].astype(float).to_numpy()
     sign = 1.0 if outcome.higher_is_better else -1.0
-    return sign * (a - b) * outcome.scale
+    return sign * (a - b) * outcome.scale + 0.0  # + 0.0: no -0.0 where the sides are equal
 
 
 def _gehan(pair: _Pair, outcome: Outcome) -> np.ndarray:
