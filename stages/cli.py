@@ -16,7 +16,6 @@ import typer
 
 from stages.lib.core.config import ConfigError, Params, load_params
 from stages.lib.core.errors import StageError, describe
-from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
 from stages.lib.tracking.study_view import UI_HOST, UI_PORT
 
@@ -28,13 +27,6 @@ app = typer.Typer(
 )
 
 ROOT = typer.Option(Path("."), "--root", help="Project root (holds params.yaml).")
-ACTIVATION = typer.Option(..., help="Activation of the hidden layers.")
-INITIALIZER = typer.Option(..., help="Initializer of the hidden layers' kernels.")
-OPTIMIZER = typer.Option(..., help="Optimizer.")
-ARCHITECTURE = typer.Option(..., help="Hidden layers: a name from train.architectures.")
-BATCH_SIZE = typer.Option(..., "--batch-size", help="Examples per training step.")
-DROPOUT = typer.Option(..., help="Dropout rate after each hidden layer, 0 <= dropout < 1.")
-SEED = typer.Option(..., help="Replicate seed (weights, shuffling, dropout).")
 
 
 @contextmanager
@@ -83,64 +75,18 @@ def preprocess(root: Path = ROOT) -> None:
 
 @app.command()
 def train(
-    activation: str = ACTIVATION,
-    initializer: str = INITIALIZER,
-    optimizer: str = OPTIMIZER,
-    architecture: str = ARCHITECTURE,
-    batch_size: int = BATCH_SIZE,
-    dropout: float = DROPOUT,
-    seed: int = SEED,
     root: Path = ROOT,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print which cells would train, and why; train none."
+    ),
 ) -> None:
-    """Train one cell of the study grid (what `dvc repro` runs as `train@<cell>`).
-
-    The cell trains in a warm process shared by the cells of a `dvc repro`
-    (MLPSTUDY_TRAIN_SERVICE=off: in this process); see stages/lib/training/train_client.py.
-    """
+    """Train every cell of the grid whose result is not up to date, on a Dask cluster (a local
+    one by default; DASK_SCHEDULER_ADDRESS names another). What `dvc repro` runs as `train`."""
     with _user_errors():
         params, paths = _setup(root)
-        cell = make_cell(
-            params.train,
-            activation=activation,
-            initializer=initializer,
-            optimizer=optimizer,
-            architecture=architecture,
-            batch_size=batch_size,
-            dropout=dropout,
-            seed=seed,
-        )
-        from stages.lib.training import train_client
+        from stages import train as stage
 
-        code = train_client.train(params, cell, paths, _train_here)
-    if code:
-        raise typer.Exit(code)
-
-
-def _train_here(params: Params, cell: Cell, paths: Paths, session: str) -> None:
-    from stages import train as stage
-    from stages.lib.training import served_cell
-
-    served_cell.train_here(stage.run, params, cell, paths, session)
-
-
-@app.command("train-service", hidden=True)
-def train_service_command(address: str, root: Path, idle_seconds: float) -> None:
-    """The warm process that trains the cells `mlpstudy train` sends it (started by that command;
-    see stages/lib/training/train_service.py)."""
-    from stages import train as stage
-    from stages.lib.training import train_service
-
-    raise typer.Exit(train_service.serve(address, root, idle_seconds, stage.run))
-
-
-@app.command("train-worker", hidden=True)
-def train_worker_command() -> None:
-    """A worker of the warm process's pool: trains cells ahead of their stages (started by the
-    warm process; see stages/lib/training/train_pool.py)."""
-    from stages import train as stage
-    from stages.lib.training import train_worker
-
-    raise typer.Exit(train_worker.work(stage.train_ahead))
+        stage.run(params, paths, dry_run=dry_run)
 
 
 @app.command()

@@ -1,128 +1,114 @@
-"""Stage `train@<cell>`: train one cell of the study grid, tracked in MLflow, resumable.
+"""Stage `train`: every cell of the study grid whose result is not up to date, on a Dask cluster.
 
-Order matters for a 54-cell grid: everything that can reject the input (device, tracking server,
-prepared data) runs before the first epoch, and a process killed mid-cell continues from its last
-completed epoch in the same MLflow run (see stages/lib/training/resume.py).
+One stage knows the whole grid (instead of one DVC stage per cell, whose cost per cell grew with
+the grid: docs/scaling.md). It plans first (stages/lib/training/grid_plan.py): a cell whose
+finished result carries its configuration digest is skipped, so adding a value trains only the
+new cells and a changed variant re-trains only its cells. Everything that can reject the input
+(the prepared data, the output folders, the MLflow store, the workers' versions) is checked
+before the first cell trains. Then every pending cell goes to the cluster at once
+(stages/lib/training/cluster.py); each trains in its own MLflow run on a worker, which returns
+its files, and the stage installs them as they arrive, so a killed `dvc repro` keeps every
+finished cell and continues the others from their checkpoints.
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Sequence
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads: no INFO chatter
+
 from typing import Any
 
-import keras
-
-from stages.lib.core.atomic import write_json
-from stages.lib.core.cell_config import flat_params
-from stages.lib.core.code import code_digest
+from stages.lib.core.atomic import check_writable
+from stages.lib.core.cell_config import array_digest
 from stages.lib.core.config import Params
-from stages.lib.core.grid import Cell
+from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
-from stages.lib.core.stopwatch import Stopwatch
-from stages.lib.data.prepared import split_file
-from stages.lib.tracking import tracking, tracking_log
-from stages.lib.training import cell_run, resume
-from stages.lib.training.fitting import TrainingContext, TrainingSetup, fit_cell
-from stages.lib.training.preparation import prepare
-from stages.lib.training.train_diagnostics import diagnostics_callbacks
-from stages.lib.training.train_diagnostics import publish as publish_diagnostics
-from stages.lib.training.train_outputs import (
-    save_model,
-    summarize,
-    write_reports,
-)
+from stages.lib.data.prepared import load_split, split_file
+from stages.lib.training import grid_plan
+from stages.lib.training.cell_job import CellJob, CellResult, Splits
 
-# TensorFlow, Keras and MLflow load a few million long-lived objects. Freezing them keeps every
-# garbage collection from walking them again, notably the final one at exit (~1 s per process).
-gc.freeze()
+SPLITS = ("train", "validation")  # what training reads; never the test split
+AGAIN = "run `dvc repro train` again"
 
 
-def extra_callbacks(context: TrainingContext) -> list[keras.callbacks.Callback]:
-    """Callbacks beyond history, early stopping, checkpoint and MLflow: the diagnostics.
+def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any]:
+    """Train the grid's pending cells; return {"trained": [...], "up_to_date": [...]} (keys).
 
-    They run before the history is recorded; `context.logger.add(step, values)` logs values
-    into the cell's run with that epoch.
+    With `dry_run`, print which cells would train and why, and train none.
     """
-    return diagnostics_callbacks(context)
+    splits: Splits = {name: load_split(paths, name) for name in SPLITS}
+    digests = {name: array_digest(*arrays) for name, arrays in splits.items()}
+    plan = grid_plan.plan(params, paths, digests)
+    pending = plan.pending
+    print(plan.summary(), flush=True)
+    shown = pending if dry_run else pending[:10]
+    for planned in shown:
+        print(f"  {planned.describe()}", flush=True)
+    if len(shown) < len(pending):
+        print(f"  ... and {len(pending) - len(shown)} more (`mlpstudy train --dry-run`)")
+    up_to_date = [planned.cell.key for planned in plan.cells if not planned.pending]
+    if dry_run or not pending:
+        return {"trained": [], "up_to_date": up_to_date}
+    for folder in (paths.models, paths.train_reports_dir, paths.checkpoints):
+        check_writable(folder, paths.root, AGAIN)
+    jobs = _jobs(params, paths, pending, digests)
+    from stages.lib.training import checkpoint, cluster, outputs
+    from stages.lib.training.progress import GridProgress, epoch_line
 
+    outputs.remove_leftovers(paths.models)
+    outputs.remove_leftovers(paths.train_reports_dir)
+    trained: list[str] = []
+    with cluster.connect(params.train.parallel_cells) as client:
+        cluster.check_workers(client)
+        print(f"train: on {cluster.describe(client)}", flush=True)
+        progress = GridProgress(len(jobs), params.train.parallel_cells)
+        by_key = {job.key: job for job in jobs}
 
-def train_ahead(
-    params: Params,
-    cell: Cell,
-    paths: Paths,
-    code: str,
-    observers: Sequence[keras.callbacks.Callback] = (),
-) -> bool:
-    """Train `cell`'s epochs into its checkpoint without MLflow, for its stage to take over
-    (stages/lib/training/train_pool.py). False when a stage's own run holds the checkpoint."""
-    ready = prepare(params, cell, paths, Stopwatch())
-    if resume.read_run_file(ready.folder):
-        return False  # a stage began this cell itself (and was killed): it resumes it
-    if resume.trained_ahead(ready.folder) != code:
-        resume.remove(ready.folder)  # other code's epochs (or none): start over
-        resume.mark_ahead(ready.folder, code)
-    setup = TrainingSetup(
-        params, cell, paths, ready.splits, ready.folder, resume.load(ready.folder), True
-    )
-    fit_cell(ready.model, setup, None, None, extra_callbacks, observers)
-    return True
+        def install(result: CellResult) -> None:
+            folders = (paths.model_dir(result.key), paths.train_reports(result.key))
+            outputs.install(paths.root, folders, result.files)
+            checkpoint.remove(by_key[result.key].checkpoint_folder)  # nothing left to resume
+            trained.append(result.key)
+            print(progress.cell_line(result), flush=True)
 
-
-def run(
-    params: Params,
-    cell: Cell,
-    paths: Paths,
-    observers: Sequence[keras.callbacks.Callback] = (),
-) -> dict[str, Any]:
-    """Train `cell`, write data/models/<key>/ and reports/train/<key>/; return its metrics.
-
-    `observers` are callbacks that watch the epochs without changing them (a progress line).
-    Epochs trained ahead (`train_ahead`) are taken over and logged, not trained again.
-    """
-    watch = Stopwatch()  # where the cell's time goes: run.json "seconds", benchmarks/
-    ready = prepare(params, cell, paths, watch)
-    model, folder, digests = ready.model, ready.folder, ready.digests
-    with watch("tracking_start"):
-        tracking.check_store(paths)  # the experiment is opened (created) only when its run is
-        experiment = tracking.open_experiment(params.study.name, paths)
-        placement = ready.placement
-        tags = cell_run.tags(params, cell, paths, ready.digest, digests, placement, experiment)
-        run_id = cell_run.continue_or_create(
-            experiment, folder, cell, flat_params(ready.config), tags, code_digest()
+        failures = cluster.train(
+            client, jobs, splits, lambda event: print(epoch_line(event), flush=True), install
         )
-        checkpoint = resume.load(folder)
-        ahead = resume.trained_ahead(folder) is not None
-    with tracking.active_run(run_id):
-        with watch("tracking_start"):
-            for name, (images, labels) in ready.splits.items():
-                where = split_file(paths, name)
-                tracking_log.log_dataset(images, labels, name, where, digests[name])
-        with watch("fit"):
-            setup = TrainingSetup(params, cell, paths, ready.splits, folder, checkpoint, ahead)
-            fitted = fit_cell(model, setup, experiment.client, run_id, extra_callbacks, observers)
-            resume.clear_ahead(folder)  # its epochs are logged now: never replayed again
-        with watch("outputs"):
-            metrics = summarize(
-                fitted.rows, fitted.stopped_early, model.count_params(), ready.placement.label
-            )
-            write_reports(paths.train_reports(cell.key), fitted.rows, metrics)
-            publish_diagnostics(folder, paths.train_reports(cell.key))
-        with watch("model_logging"):
-            model_uri = cell_run.log_model_once(model, folder, run_id, metrics, experiment)
-            tracking_log.log_reports(paths.train_reports(cell.key))
-    with watch("outputs"):
-        save_model(model, paths.model_file(cell.key))
-        record = {
-            "run_id": run_id,
-            "experiment_id": experiment.experiment_id,
-            "experiment_name": experiment.name,
-            "model_uri": model_uri,
-            "cell": {**cell.model_dump(), "key": cell.key},
-            "config": ready.config,  # the effective configuration: every setting it trained with
-            "config_digest": ready.digest,
-            "seconds": watch.seconds,  # this process's phases (without `outputs`' last write)
-        }
-        write_json(paths.run_record(cell.key), record)  # how evaluate finds the cell's run
-        resume.remove(folder)
-    return metrics
+    if failures:
+        listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)
+        raise StageError(
+            f"train: {len(failures)} of {len(jobs)} cells failed ({listed}); the "
+            f"{len(trained)} others are saved, so {AGAIN} trains only the failed ones"
+        )
+    return {"trained": trained, "up_to_date": up_to_date}
+
+
+def _jobs(
+    params: Params, paths: Paths, pending: list[grid_plan.PlannedCell], digests: dict[str, str]
+) -> list[CellJob]:
+    """Each pending cell's job; opens (creates) the MLflow store and the grid's parent run here,
+    in this one process, before workers write to them."""
+    from stages.lib.tracking import runs, study_tracking, tracking
+    from stages.lib.training import mlflow_run
+
+    tracking.check_store(paths)
+    experiment = tracking.open_experiment(params.study.name, paths)
+    study_tracking.describe_experiment(experiment, params)
+    parent = study_tracking.grid_parent(experiment, params)
+    commit = runs.git_commit(paths.root)
+    files = {name: str(split_file(paths, name)) for name in SPLITS}
+    return [
+        CellJob(
+            params=params,
+            cell=planned.cell,
+            config=planned.config,
+            digest=planned.digest,
+            data_digests=digests,
+            data_files=files,
+            tracking_uri=experiment.tracking_uri,
+            tags=mlflow_run.tags(params, planned.cell, planned.digest, digests, parent, commit),
+            checkpoints=paths.checkpoints,
+        )
+        for planned in pending
+    ]

@@ -43,9 +43,17 @@ class Paths:
     def preprocess_reports(self) -> Path:
         return self.root / "reports" / "preprocess"
 
-    # --- train (one folder per grid cell)
+    # --- train (one folder per grid cell in each)
+    @property
+    def models(self) -> Path:
+        return self.root / "data" / "models"
+
+    @property
+    def train_reports_dir(self) -> Path:
+        return self.root / "reports" / "train"
+
     def model_dir(self, cell_key: str) -> Path:
-        return self.root / "data" / "models" / cell_key
+        return self.models / cell_key
 
     def model_file(self, cell_key: str) -> Path:
         """The trained Keras model that evaluate reads."""
@@ -56,7 +64,7 @@ class Paths:
         return self.model_dir(cell_key) / "run.json"
 
     def train_reports(self, cell_key: str) -> Path:
-        return self.root / "reports" / "train" / cell_key
+        return self.train_reports_dir / cell_key
 
     # --- evaluate
     @property
@@ -125,16 +133,6 @@ class Paths:
     def checkpoints(self) -> Path:
         """Per-epoch training checkpoints, keyed by each cell's full configuration."""
         return self.root / ".mlpstudy" / "checkpoints"
-
-    @property
-    def train_service_log(self) -> Path:
-        """What the warm training process prints outside of any cell (stages/lib/train_client)."""
-        return self.root / ".mlpstudy" / "train-service.log"
-
-    @property
-    def progress_file(self) -> Path:
-        """Wall times of the cells finished in the current `dvc repro` (stages/lib/progress)."""
-        return self.root / ".mlpstudy" / "progress.json"
 
     @property
     def mlflow_db(self) -> Path:

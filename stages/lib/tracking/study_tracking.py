@@ -100,14 +100,11 @@ def describe_experiment(experiment: tracking.Experiment, params: Params) -> None
 
 def cell_tags(parent_run_id: str, params: Params, cell: Cell) -> dict[str, str]:
     """A cell run's place in the study: parent, revision, factors, source and description."""
-    command = "mlpstudy train " + " ".join(
-        f"--{axis.replace('_', '-')} {getattr(cell, axis)}" for axis in AXES
-    )
     return {
         PARENT_TAG: parent_run_id,
         REVISION_TAG: grid_revision(params),
         **{axis: str(getattr(cell, axis)) for axis in AXES},
-        SOURCE_NAME_TAG: command,
+        SOURCE_NAME_TAG: f"mlpstudy train (cell {cell.key})",
         SOURCE_TYPE_TAG: "LOCAL",
         NOTE_TAG: (
             f"Cell {cell.key} of {params.study.name}: "

@@ -68,15 +68,18 @@ def check_store(paths: Paths) -> None:
         check_sqlite_file(database)
 
 
-def open_experiment(study_name: str, paths: Paths, *, create: bool = True) -> Experiment:
+def open_experiment(
+    study_name: str, paths: Paths, *, create: bool = True, uri: str | None = None
+) -> Experiment:
     """Check the store, get the study's experiment (or create it), make the store MLflow's default.
 
     Everything that can fail is checked before anything is created: a tracking server that does
     not answer, a sqlite file that is no database, a store that is locked or damaged; each is a
     StageError naming the store and what to do. With `create=False` a missing experiment is a
-    StageError too (evaluate logs into runs that train created).
+    StageError too (evaluate logs into runs that train created). `uri`: the store the stage
+    resolved, for a worker of the cluster (whose `paths` are a scratch folder).
     """
-    uri = tracking_uri(paths)
+    uri = uri or tracking_uri(paths)
     mlflow.set_tracking_uri(uri)
     database = sqlite_file(uri)
     if uri.startswith(("http://", "https://")):

@@ -100,14 +100,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
     List it after the checkpoint callback: an epoch is logged only once it is committed, and a
     committed epoch is never trained again, so no step is logged twice. Rows committed but not
-    yet logged when a process was killed are logged when the next process starts. Without a
-    client (a cell trained ahead, before its run exists) it logs nothing; values added while no
-    epoch is left to train (the run taking over such a cell) are logged when training ends.
+    yet logged when a process was killed are logged when the next process starts. Values added
+    while no epoch is left to train are logged when training ends.
     """
 
-    def __init__(
-        self, client: MlflowClient | None, run_id: str | None, recorder: EpochRecorder
-    ) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, recorder: EpochRecorder) -> None:
         super().__init__()
         self.client = client
         self.run_id = run_id
@@ -119,8 +116,6 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self._pending.setdefault(step, {}).update(values)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.client is None:
-            return
         done = tracking_log.logged_steps(self.client, self.run_id, MLFLOW_NAMES["val_loss"])
         for row in self.recorder.rows:
             if int(row["epoch"]) not in done:
@@ -140,8 +135,6 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             self._log(step, pending[step])
 
     def _log(self, step: int, values: Mapping[str, float]) -> None:
-        if self.client is None or self.run_id is None:
-            return
         tracking_log.log_metrics(self.client, self.run_id, step, values, int(time.time() * 1000))
 
 

@@ -19,8 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell
-from stages.lib.core.paths import Paths
-from stages.lib.training import batches, resume
+from stages.lib.training import batches, checkpoint
 from stages.lib.training.callbacks import EpochRecorder, MlflowEpochLogger, ResumableEarlyStopping
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -32,15 +31,13 @@ class TrainingSetup:
 
     params: Params
     cell: Cell
-    paths: Paths
     splits: dict[str, Arrays]  # "train" and "validation": (images, labels)
     checkpoint_folder: Path
-    checkpoint: resume.Checkpoint | None
-    trained_ahead: bool = False  # the checkpoint's epochs are not in MLflow yet (train_pool.py)
+    resumed: checkpoint.Checkpoint | None
 
     @property
     def initial_epoch(self) -> int:
-        return self.checkpoint.epochs_completed if self.checkpoint else 0
+        return self.resumed.epochs_completed if self.resumed else 0
 
 
 @dataclass(frozen=True)
@@ -65,39 +62,38 @@ class Fitted:
 def fit_cell(
     model: keras.Model,
     setup: TrainingSetup,
-    client: MlflowClient | None,
-    run_id: str | None,
+    client: MlflowClient,
+    run_id: str,
     extra_callbacks: Callable[[TrainingContext], list[keras.callbacks.Callback]],
     observers: Sequence[keras.callbacks.Callback] = (),
 ) -> Fitted:
     """`model.fit` on the train split, validated each epoch, continuing from the checkpoint.
 
     `observers` see each finished, committed and logged epoch (e.g. a progress line); one with a
-    `resume(rows, stopped)` method first hears the epochs the checkpoint held. Without
-    a client (a cell trained ahead, before its run exists) nothing is logged to MLflow.
+    `resume(rows, stopped)` method first hears the epochs the checkpoint held.
     """
     train = setup.params.train
-    state = setup.checkpoint.state if setup.checkpoint else {}
+    state = setup.resumed.state if setup.resumed else {}
     recorder = EpochRecorder(state.get("rows"))
     logger = MlflowEpochLogger(client, run_id, recorder)
     early = None
     if train.early_stopping_patience is not None:
-        best_weights = setup.checkpoint.best_weights if setup.checkpoint else None
+        best_weights = setup.resumed.best_weights if setup.resumed else None
         early = ResumableEarlyStopping(
             train.early_stopping_patience, state.get("early_stopping"), best_weights
         )
 
-    def snapshot() -> resume.Snapshot:
+    def snapshot() -> checkpoint.Snapshot:
         saved: dict[str, Any] = {"rows": recorder.rows, "stopped": bool(model.stop_training)}
         if early is None:
-            return resume.Snapshot(saved)
-        return resume.Snapshot({**saved, "early_stopping": early.state()}, early.best_weights)
+            return checkpoint.Snapshot(saved)
+        return checkpoint.Snapshot({**saved, "early_stopping": early.state()}, early.best_weights)
 
     callbacks = [
         *extra_callbacks(TrainingContext(setup, logger)),
         recorder,
         *([early] if early else []),
-        resume.CommittingBackup(setup.checkpoint_folder, snapshot),
+        checkpoint.CommittingBackup(setup.checkpoint_folder, snapshot),
         logger,
         *observers,
     ]

@@ -1,92 +1,91 @@
-"""Progress of a long `dvc repro` that a person can follow: one line per epoch, never per step.
+"""Progress of a long `dvc repro` that a person can follow: one line per epoch and per cell.
 
-    train@relu-he_normal-adam-base-256-0.0-0 [cell 10/54] epoch 5/25: loss 0.0412 \
-val_accuracy 0.9771 val_loss 0.0804 (0.41 s) | grid: ~6.5 min left, 44 cells after this one
+    train relu-he_normal-adam-base-256-0.0-0 epoch 5/50: loss 0.0412 val_accuracy 0.9771 \
+val_loss 0.0804 (0.41 s)
+    train [10/54] relu-he_normal-adam-base-256-0.0-0: 7 epochs, best val_accuracy 0.9771 \
+(41 s) | ~6.5 min left
 
-The estimate of the time left assumes that every cell after this one (in the grid's order, which
-is the order `dvc repro` runs them in) still has to train, at the mean time per cell measured so far
-in this `dvc repro`, `train.parallel_cells` at once; cells that DVC finds up to date make it
-shorter. Times of finished cells are
-kept in `.mlpstudy/progress.json` under the id of the process that runs the stages (DVC), so each
-`dvc repro` starts its own estimate.
+Workers publish their epochs as Dask events (`EpochEvents`); the stage prints them as they come
+and, for each finished cell, the time left: the cells still to train times the mean wall time of
+the cells finished so far, divided by the cells that train at once.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import mean
 from typing import Any
 
 import keras
 
-from stages.lib.core.atomic import write_json
-from stages.lib.core.config import Params
-from stages.lib.core.grid import Cell, grid
+from stages.lib.training.cell_job import CellJob, CellResult
 
-# A session whose last cell finished longer ago than this is a different `dvc repro`.
-SESSION_GAP_SECONDS = 3600.0
+SHOWN = ("loss", "val_accuracy", "val_loss")
+
+
+class EpochEvents(keras.callbacks.Callback):
+    """On a worker: publishes each finished epoch (and a resumed start) to the stage."""
+
+    def __init__(self, worker: Any, topic: str, job: CellJob) -> None:
+        super().__init__()
+        self.worker, self.topic = worker, topic
+        self.key, self.epochs = job.key, job.params.train.epochs
+        self._started = 0.0
+        self._resumed: dict[str, Any] | None = None
+
+    def resume(self, rows: list[dict[str, float]], stopped: bool) -> None:
+        """The cell continues from a checkpoint holding `rows`; `stopped`: it has ended."""
+        if rows:
+            self._resumed = {"epochs_before": len(rows), "stopped": stopped}
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._resumed:
+            self._publish(self._resumed)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {name: float(value) for name, value in (logs or {}).items() if name in SHOWN}
+        self._publish(
+            {"epoch": epoch + 1, "values": values, "seconds": time.monotonic() - self._started}
+        )
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        self.worker.log_event(self.topic, {"cell": self.key, "epochs": self.epochs, **message})
+
+
+def epoch_line(event: dict[str, Any]) -> str:
+    """What the stage prints for a worker's event."""
+    where = f"train {event['cell']}"
+    if "epochs_before" in event:
+        before = event["epochs_before"]
+        rest = "stopped early" if event["stopped"] else f"training on, up to {event['epochs']}"
+        return f"{where}: {before} epoch{'' if before == 1 else 's'} trained before; {rest}"
+    shown = " ".join(f"{name} {value:.4f}" for name, value in event["values"].items())
+    return f"{where} epoch {event['epoch']}/{event['epochs']}: {shown} ({event['seconds']:.2f} s)"
 
 
 @dataclass
 class GridProgress:
-    """Where a cell stands in its grid, and the times of cells finished in this session."""
+    """The cells of this run: how many are done, and the time left."""
 
-    file: Path
-    session: str
-    cell: Cell
-    position: int  # 1-based, in the grid's order
-    total: int
-    epochs: int
-    finished: list[float] = field(default_factory=list)  # seconds per cell, this session
-    parallel: int = 1  # cells training at once
-    started: float = field(default_factory=time.monotonic)
+    total: int  # cells to train in this run
+    parallel: int  # cells training at once
+    finished: list[float] = field(default_factory=list)  # wall seconds per finished cell
 
-    @property
-    def label(self) -> str:
-        return f"train@{self.cell.key} [cell {self.position}/{self.total}]"
-
-    def seconds_left(self, epochs_done: int, seconds_per_epoch: float) -> float:
-        """This cell's remaining time plus that of every cell after it."""
-        elapsed = time.monotonic() - self.started
-        if self.finished:
-            per_cell = mean(self.finished)
-            this_cell = max(0.0, per_cell - elapsed)
-        else:
-            this_cell = (self.epochs - epochs_done) * seconds_per_epoch
-            per_cell = elapsed + this_cell
-        return this_cell + (self.total - self.position) * per_cell / self.parallel
-
-    def record_finished(self) -> None:
-        """Add this cell's wall time to the session (read by the next cell's estimate)."""
-        seconds = time.monotonic() - self.started
-        state = {"session": self.session, "cells": [*self.finished, seconds], "at": time.time()}
-        write_json(self.file, state)
-
-
-def for_cell(
-    params: Params, cell: Cell, file: Path, session: str, parallel: int = 1
-) -> GridProgress:
-    """The progress of `cell`, continuing the session's times when `file` holds them;
-    `parallel` cells train at once."""
-    cells = [other.key for other in grid(params.train)]
-    position = cells.index(cell.key) + 1 if cell.key in cells else len(cells) + 1
-    total = max(len(cells), position)
-    times = _session_times(file, session)
-    return GridProgress(file, session, cell, position, total, params.train.epochs, times, parallel)
-
-
-def _session_times(file: Path, session: str) -> list[float]:
-    try:
-        state: dict[str, Any] = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return []
-    fresh = time.time() - float(state.get("at", 0)) < SESSION_GAP_SECONDS
-    if state.get("session") != session or not fresh:
-        return []
-    return [float(seconds) for seconds in state.get("cells", [])]
+    def cell_line(self, result: CellResult) -> str:
+        self.finished.append(result.seconds)
+        metrics = result.metrics
+        epochs = metrics["epochs_run"]
+        left = (self.total - len(self.finished)) * mean(self.finished) / max(self.parallel, 1)
+        return (
+            f"train [{len(self.finished)}/{self.total}] {result.key}: {epochs} "
+            f"epoch{'' if epochs == 1 else 's'}, best val_accuracy "
+            f"{metrics['best_val_accuracy']:.4f} ({duration(result.seconds)}) | "
+            + (f"~{duration(left)} left" if len(self.finished) < self.total else "grid done")
+        )
 
 
 def duration(seconds: float) -> str:
@@ -95,54 +94,3 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """Prints the progress line at the end of every epoch (and one when the cell starts)."""
-
-    def __init__(self, progress: GridProgress) -> None:
-        super().__init__()
-        self.progress = progress
-        self._epoch_started = 0.0
-        self._epoch_times: list[float] = []
-        self._before: list[dict[str, float]] = []  # epochs its checkpoint held
-        self._stopped = False
-
-    def resume(self, rows: list[dict[str, float]], stopped: bool) -> None:
-        """The cell continues from a checkpoint holding `rows` (one per epoch); `stopped`: its
-        training has ended (early stopping)."""
-        self._before, self._stopped = list(rows), stopped
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        label, epochs, done = self.progress.label, self.progress.epochs, len(self._before)
-        if not done:
-            print(f"{label}: training (up to {epochs} epochs)", flush=True)
-            return
-        last = self._before[-1].get("val_accuracy")
-        shown = f" (val_accuracy {last:.4f})" if last is not None else ""
-        if self._stopped or done >= epochs:
-            rest = "stopped early" if self._stopped else "nothing left to train"
-        else:
-            rest = f"training on, up to {epochs}"
-        trained = f"{done} epoch{'' if done == 1 else 's'} trained before"
-        print(f"{label}: {trained}{shown}; {rest}", flush=True)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch_started = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.monotonic() - self._epoch_started
-        self._epoch_times.append(seconds)
-        values = logs or {}
-        shown = " ".join(
-            f"{name} {float(values[name]):.4f}"
-            for name in ("loss", "val_accuracy", "val_loss")
-            if name in values
-        )
-        after = self.progress.total - self.progress.position
-        left = self.progress.seconds_left(epoch + 1, mean(self._epoch_times))
-        print(
-            f"{self.progress.label} epoch {epoch + 1}/{self.progress.epochs}: {shown} "
-            f"({seconds:.2f} s) | grid: ~{duration(left)} left, {after} cells after this one",
-            flush=True,  # sys.stdout at call time: the client's stream in a warm process
-        )

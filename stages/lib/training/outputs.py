@@ -1,7 +1,8 @@
 """What a trained cell leaves behind: the model, its run record, its history and its metrics.
 
-Every file is written beside its target and renamed into place, so DVC never records a file
-half-written by a process that was killed.
+A worker writes them into a scratch folder and returns them; the stage installs them into the
+workspace. Every file and folder is written beside its target and renamed into place, so DVC
+never records one half-written by a process that was killed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import io
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,3 +88,38 @@ def write_reports(
 ) -> None:
     write_text(folder / HISTORY_FILE, history_csv(rows))
     write_json(folder / METRICS_FILE, metrics)
+
+
+def install(root: Path, folders: Sequence[Path], files: Mapping[str, bytes]) -> None:
+    """Write a trained cell's `files` (paths relative to `root`) into the workspace, replacing
+    each of its `folders` as a whole: written beside it first, then swapped in by renames, so a
+    kill never leaves a folder half-written (at worst a folder missing: the cell trains again)."""
+    for folder in folders:
+        prefix = folder.relative_to(root).as_posix() + "/"
+        incoming, old = _siblings(folder)
+        shutil.rmtree(incoming, ignore_errors=True)
+        incoming.mkdir(parents=True)
+        for name, data in files.items():
+            if name.startswith(prefix):
+                target = incoming / name.removeprefix(prefix)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(incoming, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Drop what an `install` cut short by a kill left beside the cell folders in `folder`."""
+    if folder.is_dir():
+        for leftover in [*folder.glob(f".*{INCOMING}"), *folder.glob(f".*{OLD}")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+INCOMING, OLD = ".incoming", ".replaced"
+
+
+def _siblings(folder: Path) -> tuple[Path, Path]:
+    return folder.with_name(f".{folder.name}{INCOMING}"), folder.with_name(f".{folder.name}{OLD}")

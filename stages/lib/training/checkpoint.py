@@ -1,12 +1,10 @@
-"""Checkpoints that let a killed `train@<cell>` continue from its last completed epoch.
+"""Checkpoints that let a cell whose worker (or whole `dvc repro`) was killed continue from its
+last completed epoch.
 
 One folder per effective configuration (`.mlpstudy/checkpoints/<config digest>`), outside DVC's
 outputs, holds what a resumed process needs:
 
 - `mlflow_run.json`: the run to continue, written as soon as the run exists (one run per cell);
-- `ahead.json`, when the epochs were trained ahead by a parallel process (train_pool.py), which
-  logs nothing to MLflow: the stage that takes the checkpoint over logs them; it names the code
-  that trained them, and a checkpoint of other code is not taken over;
 - Keras' BackupAndRestore files: `latest.weights.h5` (weights and optimizer state) and
   `training_metadata.json` (the epoch to resume at), which here also holds our state: the history
   rows so far and the early-stopping state, with the best weights in `best_weights.npz`.
@@ -35,7 +33,6 @@ import numpy as np
 from stages.lib.core.atomic import write_json
 
 RUN_FILE = "mlflow_run.json"
-AHEAD_FILE = "ahead.json"
 WEIGHTS_FILE = "latest.weights.h5"  # BackupAndRestore's names, which its loader reads
 METADATA_FILE = "training_metadata.json"
 BEST_WEIGHTS_FILE = "best_weights.npz"
@@ -67,23 +64,6 @@ def read_run_file(folder: Path) -> dict[str, Any]:
 
 def update_run_file(folder: Path, **values: str) -> None:
     write_json(folder / RUN_FILE, {**read_run_file(folder), **values})
-
-
-def mark_ahead(folder: Path, code: str) -> None:
-    """Note that `folder`'s epochs are trained ahead by `code` and not logged to MLflow yet."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / AHEAD_FILE, {"code": code})
-
-
-def trained_ahead(folder: Path) -> str | None:
-    """The code digest that trained `folder`'s epochs ahead, or None (trained by its stage)."""
-    file = folder / AHEAD_FILE
-    return json.loads(file.read_text())["code"] if file.is_file() else None
-
-
-def clear_ahead(folder: Path) -> None:
-    """The epochs trained ahead are logged now: the checkpoint is like any other."""
-    (folder / AHEAD_FILE).unlink(missing_ok=True)
 
 
 def load(folder: Path) -> Checkpoint | None:
