@@ -58,8 +58,8 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
             raise StageError(
                 f"{display_path(paths.run_record(key), paths.root)}: run {run_id} is "
                 f"not in experiment {experiment.name!r} of the MLflow store "
-                f"{experiment.tracking_uri}; run `dvc repro --force train@{key}` to train and "
-                "track the cell again"
+                f"{experiment.tracking_uri}; delete data/models/{key}/ and run `dvc repro` to "
+                "train and track the cell again"
             )
     models = {cell.key: _load_model(paths, cell) for cell in cells}  # each one loads and fits
     from stages.lib.evaluation import evaluation_tracking
@@ -79,7 +79,7 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
 
 
 def _remedy(cell: Cell) -> str:
-    return f"run `dvc repro train@{cell.key}` (or `mlpstudy train ...`) first"
+    return "run `dvc repro train` first"
 
 
 def _load_model(paths: Paths, cell: Cell) -> Any:

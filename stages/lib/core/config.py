@@ -34,7 +34,7 @@ from stages.lib.core.variants import (
     suggest,
 )
 
-# The study's factors, in the order of DVC's matrix (and of its `train@<key>` names), seed last.
+# The study's factors, in the order of a cell's key, seed last.
 # Every consumer (cells, MLflow params and tags, compare, the report) iterates these.
 FACTORS: tuple[str, ...] = (
     "activation",
@@ -109,7 +109,7 @@ Architecture = Annotated[list[PositiveInt], Field(min_length=1)]
 
 
 class TrainParams(Strict):
-    # The study grid, in AXES order: one `train@<key>` DVC stage per combination.
+    # The study grid, in AXES order: one cell per combination.
     activation: Names
     initializer: Names
     optimizer: Names

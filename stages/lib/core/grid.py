@@ -1,6 +1,6 @@
 """The study grid's cells: one `Cell` per combination of the axes' values in `params.yaml`.
 
-A cell's key names its DVC stage (`train@<key>`), its folders and its MLflow run.
+A cell's key names its folders (data/models/<key>/, reports/train/<key>/) and its MLflow run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from stages.lib.core.variants import Fraction, NonNegativeInt, PositiveInt
 
 
 class Cell(BaseModel):
-    """One combination of the study grid; `key` matches DVC's `train@<key>` matrix stage name."""
+    """One combination of the study grid; `key` names its folders and its MLflow run."""
 
     model_config = ConfigDict(frozen=True, strict=True)
 

@@ -87,7 +87,7 @@ def check_complete(paths: Paths, cells: list[Cell], diagnostics: bool) -> None:
     if not missing:
         return
     cell, file, stage = missing[0]
-    target = f"train@{cell.key}" if stage == "train" else "evaluate"
+    target = stage
     others = len({c.key for c, _, _ in missing} - {cell.key})
     more = f"; {others} more cell(s) of the grid miss results too" if others else ""
     raise ConfigError(
