@@ -1,0 +1,271 @@
+"""The train stage on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1,
+started by each test (`dask scheduler`, `dask worker`) and always stopped; and the default
+LocalCluster. Faults are real: a worker SIGKILLed mid-cell, a cell that kills its worker every
+time, a worker of other versions (both injected with Dask's own `--preload` of a test module).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import processes
+import psutil
+import pytest
+import yaml
+from conftest import free_port
+from distributed import Client
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+from project import BIN, TINY, make_project, run, shrink, shrunk_cell
+
+from stages.lib.core.paths import Paths
+from stages.lib.training import checkpoint
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+CELLS = [
+    shrunk_cell("relu", "glorot_uniform", name, 0, batch_size=16).key for name in ("adam", "sgd")
+]
+FAULTS = Path(__file__).with_name("worker_faults.py")
+
+
+def slow_cells(params: dict[str, Any]) -> None:
+    """Two cells of a few seconds each: long enough to kill a worker in the middle of one."""
+    shrink(params)
+    train = params["train"]
+    train.update(optimizer=["adam", "sgd"], epochs=EPOCHS, batch_size=[16])
+    train["architectures"][TINY["architecture"]] = [64]
+    train["early_stopping_patience"] = None
+
+
+def set_parallel(project: Path, cells: int) -> None:
+    file = project / "params.yaml"
+    params = yaml.safe_load(file.read_text())
+    params["train"]["parallel_cells"] = cells
+    file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+class Cluster:
+    """A scheduler and two workers on 127.0.0.1 (each `dask worker` its own process)."""
+
+    def __init__(self, folder: Path, env: dict[str, str], nanny: bool, preload: str | None):
+        port = free_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        env = {**env, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+        if preload:
+            env["MLPSTUDY_TEST_FAULT"] = preload
+        self.scheduler = processes.spawn(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            log=folder / "scheduler.log",
+            env=env,
+        )
+        worker = [BIN / "dask", "worker", self.address, "--nthreads", "1", "--host", "127.0.0.1"]
+        worker += ["--no-dashboard", "--nanny" if nanny else "--no-nanny"]
+        worker += ["--preload", str(FAULTS)] if preload else []
+        self.workers = [
+            processes.spawn(worker, log=folder / f"worker-{index}.log", env=env)
+            for index in range(2)
+        ]
+        self.client = Client(self.address, timeout="60s")
+        self.client.wait_for_workers(2, timeout=120)
+
+    def worker_pids(self) -> dict[str, int]:
+        return self.client.run(os.getpid)
+
+    def stop(self) -> None:
+        self.client.close()
+        for child in [*self.workers, self.scheduler]:
+            child.kill()
+
+    def logs(self) -> str:
+        return "\n".join(child.output()[-2000:] for child in [self.scheduler, *self.workers])
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Cluster] = []
+
+    def start(env: dict[str, str], *, nanny: bool = False, preload: str | None = None) -> Cluster:
+        folder = tmp_path / f"cluster-{len(started)}"
+        folder.mkdir()
+        started.append(Cluster(folder, env, nanny, preload))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+def history(project: Path, key: str) -> list[dict[str, str]]:
+    with (Paths.at(project).train_reports(key) / "history.csv").open(newline="") as handle:
+        return [
+            {name: value for name, value in row.items() if name != "epoch_seconds"}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def weights(project: Path, key: str) -> list[np.ndarray]:
+    import keras
+
+    return keras.models.load_model(Paths.at(project).model_file(key)).get_weights()
+
+
+def cell_runs(project: Path) -> dict[str, list[Any]]:
+    client = MlflowClient(f"sqlite:///{Paths.at(project).mlflow_db}")
+    study = yaml.safe_load((project / "params.yaml").read_text())["study"]["name"]
+    experiment = client.get_experiment_by_name(study)
+    found = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
+    runs: dict[str, list[Any]] = {}
+    for found_run in found:
+        if found_run.data.tags.get("kind") == "cell":
+            runs.setdefault(found_run.data.tags["cell"], []).append(found_run)
+    return runs
+
+
+def prepared_project(tmp_path: Path, name: str) -> tuple[Path, dict[str, str]]:
+    project, env = make_project(tmp_path / name, slow_cells, n_train=6000)
+    run(project, env, str(BIN / "dvc"), "repro", "preprocess")
+    env = {key: value for key, value in env.items() if key != "DVC_ROOT"}
+    return project, env
+
+
+def wait_for_checkpoint(project: Path, child: processes.Child) -> None:
+    """Until a cell has committed an epoch and has epochs left (it is training right now)."""
+    paths = Paths.at(project)
+    deadline = time.monotonic() + 300
+    while True:
+        assert child.process.poll() is None, child.output()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"):
+            if 1 <= int(json.loads(metadata.read_text())["epoch"]) < EPOCHS:
+                return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_cell_is_replaced_and_the_numbers_match_one_worker(
+    tmp_path, cluster_factory
+) -> None:
+    alone, env = prepared_project(tmp_path, "alone")
+    set_parallel(alone, 1)
+    run(alone, env, str(BIN / "mlpstudy"), "train")  # one worker: a thread of this process
+
+    project, env = prepared_project(tmp_path, "cluster")
+    cluster = cluster_factory(env)
+    pids = cluster.worker_pids()
+    remote = {**env, "DASK_SCHEDULER_ADDRESS": cluster.address}
+    child = processes.spawn(
+        [BIN / "mlpstudy", "train"], log=tmp_path / "train.log", cwd=project, env=remote
+    )
+    wait_for_checkpoint(project, child)
+    busy = {address: keys for address, keys in cluster.client.processing().items() if keys}
+    victim = sorted(busy)[0]
+    (task,) = busy[victim]
+    killed = next(key for key in CELLS if f"train-{key}-" in task)
+    os.kill(pids[victim], signal.SIGKILL)
+
+    assert child.wait(timeout=600) == 0, child.output()[-4000:] + cluster.logs()
+    output = child.output()
+    assert f"train: on 2 workers at {cluster.address}" in output
+    assert re.search(
+        rf"^train {re.escape(killed)}: \d epochs? trained before; training on", output, re.M
+    )
+    for key in CELLS:  # bitwise what one worker trained, the killed cell included
+        assert history(project, key) == history(alone, key), key
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(weights(project, key), weights(alone, key), strict=True)
+        ), key
+    runs = cell_runs(project)
+    assert sorted(runs) == sorted(CELLS) and all(len(found) == 1 for found in runs.values())
+    client = MlflowClient(f"sqlite:///{Paths.at(project).mlflow_db}")
+    steps = [m.step for m in client.get_metric_history(runs[killed][0].info.run_id, "val_loss")]
+    assert steps == list(range(1, EPOCHS + 1))  # one run, continued: no epoch lost or repeated
+    assert not list(Paths.at(project).checkpoints.glob("*"))
+
+
+def test_a_cell_that_kills_its_worker_every_time_fails_alone_after_one_retry(
+    tmp_path, cluster_factory
+) -> None:
+    project, env = prepared_project(tmp_path, "project")
+    crashing = CELLS[0]
+    cluster = cluster_factory(env, nanny=True, preload=f"crash:{crashing}")
+    remote = {**env, "DASK_SCHEDULER_ADDRESS": cluster.address}
+
+    result = processes.run([BIN / "mlpstudy", "train"], cwd=project, env=remote, timeout=600)
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: train: 1 of 2 cells failed ({crashing}: its worker died")
+    assert "2 times" in line and "run `dvc repro train` again" in line
+    assert "Traceback" not in result.stderr
+    paths = Paths.at(project)
+    assert (paths.model_file(CELLS[1])).is_file()  # the other cell finished and was saved
+    assert not paths.model_dir(crashing).exists()
+    cluster.client.wait_for_workers(2, timeout=60)  # both alive again: their nannies restarted them
+
+
+def test_a_worker_of_other_versions_is_refused_in_one_line_before_any_cell_trains(
+    tmp_path, cluster_factory
+) -> None:
+    project, env = prepared_project(tmp_path, "project")
+    cluster = cluster_factory(env, preload="tensorflow:0.0.1")
+    remote = {**env, "DASK_SCHEDULER_ADDRESS": cluster.address}
+
+    result = processes.run([BIN / "mlpstudy", "train"], cwd=project, env=remote, timeout=300)
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = re.compile(
+        r"error: Dask worker tcp://127\.0\.0\.1:\d+ runs tensorflow 0\.0\.1 where this stage runs "
+        r"2\.21\.\d+; install the same requirements\.lock and project code on every worker"
+    )
+    assert expected.match(result.stderr.strip().splitlines()[-1]), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not Paths.at(project).checkpoints.exists()
+    assert not (project / "data" / "models").exists()
+
+
+def test_the_local_cluster_listens_on_loopback_only_and_dies_with_its_stage(tmp_path) -> None:
+    project, env = prepared_project(tmp_path, "project")
+    set_parallel(project, 2)
+    child = processes.spawn(
+        [BIN / "mlpstudy", "train"], log=tmp_path / "train.log", cwd=project, env=env
+    )
+    wait_for_checkpoint(project, child)
+    workers = [
+        process
+        for process in psutil.Process(child.pid).children(recursive=True)
+        if "spawn_main" in " ".join(process.cmdline())
+    ]
+    assert len(workers) == 2, [process.cmdline() for process in workers]
+    listening = {
+        connection.laddr.ip
+        for process in [psutil.Process(child.pid), *workers]
+        for connection in process.net_connections("inet")
+        if connection.status == psutil.CONN_LISTEN
+    }
+    assert listening == {"127.0.0.1"}, listening
+    assert "train: on 2 workers (a LocalCluster on 127.0.0.1)" in child.output()
+
+    os.kill(child.pid, signal.SIGKILL)  # the stage alone, as when `dvc repro` is killed
+
+    gone = psutil.wait_procs(workers, timeout=60)[1]
+    assert gone == [], f"workers outlived their stage: {[p.pid for p in gone]}"
+    child.kill()

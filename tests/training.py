@@ -1,0 +1,26 @@
+"""Train cells as the train stage does, inside the test's process (for tests that need a trained
+cell, or that look at one cell's training): the stage's own `run` on a grid of those cells, with
+one worker, which is a thread of this process (stages/lib/training/cluster.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stages import train
+from stages.lib.core.config import AXES, Params
+from stages.lib.core.grid import Cell
+from stages.lib.core.paths import Paths
+
+
+def only(params: Params, cell: Cell, **train_settings: Any) -> Params:
+    """`params` with the grid narrowed to `cell`, one cell at a time, and `train_settings`."""
+    lists = {axis: [getattr(cell, axis)] for axis in AXES}
+    settings = {**lists, "parallel_cells": 1, **train_settings}
+    return params.model_copy(update={"train": params.train.model_copy(update=settings)})
+
+
+def train_one(params: Params, cell: Cell, paths: Paths, **train_settings: Any) -> dict[str, Any]:
+    """Train `cell` (unless its result is up to date) and return its metrics.json."""
+    train.run(only(params, cell, **train_settings), paths)
+    return json.loads((paths.train_reports(cell.key) / "metrics.json").read_text())
