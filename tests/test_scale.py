@@ -26,18 +26,16 @@ from mlflow.tracking import MlflowClient
 from project import (
     BIN,
     TINY,
-    TINY_OPTIONS,
     dvc,
     dvc_json,
     git,
     make_project,
     shrink,
     shrunk_cell,
-    training_processes,
 )
 
 from stages.lib.core.paths import Paths
-from stages.lib.training import resume
+from stages.lib.training import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +85,7 @@ def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server
     client = MlflowClient(mlflow_server)
     for key, run in cells.items():
         assert run.info.status == "FINISHED", key
-        assert run.data.tags["dvc_stage"] == f"train@{key}"
+        assert run.data.tags["dvc_stage"] == "train"
         assert {"best_val_accuracy", "test/accuracy", "test/loss"} <= set(run.data.metrics), key
         for metric in METRIC_KEYS:
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
@@ -115,12 +113,10 @@ def test_train_fails_fast_naming_an_unreachable_server_and_writes_nothing(tmp_pa
     dvc(project, env, "repro", "preprocess")
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     paths = Paths.at(project)
-    command = ["train", "--activation", "relu", "--initializer", "glorot_uniform"]
-    command += ["--optimizer", "adam", *TINY_OPTIONS, "--seed", "0"]
 
     started = time.monotonic()
     result = processes.run(
-        [BIN / "mlpstudy", *command],
+        [BIN / "mlpstudy", "train"],
         cwd=project,
         env={**without_tracking_env(env), "MLFLOW_TRACKING_URI": uri},
         timeout=120,
@@ -291,30 +287,15 @@ def slow_two_cells(params: dict[str, Any]) -> None:
     train.update(epochs=KILL_EPOCHS, batch_size=[KILL_BATCH])
     train["architectures"][TINY["architecture"]] = [64]
     train["early_stopping_patience"] = None
-    # One cell at a time: the killed cell's own run exists mid-cell and continues. (With the
-    # pool, the next cell trains ahead without a run; tests/test_train_pool.py.)
-    train["parallel_cells"] = 1
+    train["parallel_cells"] = 1  # one after the other: one cell finished, the next one killed
 
 
-def checkpoints_of_others(paths: Paths, finished_run: str) -> list[Path]:
-    """Committed checkpoints of cells other than the one whose run is `finished_run`."""
-    found = []
-    for metadata in paths.checkpoints.glob(f"*/{resume.METADATA_FILE}"):
-        run_id = resume.read_run_file(metadata.parent).get("run_id")
-        if run_id is not None and run_id != finished_run:
-            found.append(metadata.parent)
-    return found
-
-
-def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
+def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_one(tmp_path) -> None:
     project, env = make_project(tmp_path, slow_two_cells, n_train=6000)
     paths = Paths.at(project)
     dvc(project, env, "repro", "preprocess")
     first = processes.spawn(
-        [BIN / "dvc", "repro", "train"],  # the grid's train@ stages (and their inputs)
-        log=tmp_path / "first.log",
-        cwd=project,
-        env=env,
+        [BIN / "dvc", "repro", "train"], log=tmp_path / "first.log", cwd=project, env=env
     )
     try:
         deadline = time.monotonic() + 300
@@ -322,40 +303,40 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
             assert first.process.poll() is None, first.output()[-3000:]
             assert time.monotonic() < deadline, "no second cell's checkpoint within 300 s"
             records = list((project / "data" / "models").glob("*/run.json"))
-            if records:
-                done = json.loads(records[0].read_text())
-                if checkpoints_of_others(paths, done["run_id"]):
-                    break
+            committed = list(paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"))
+            if records and committed:
+                break
             time.sleep(0.05)
     finally:
         first.kill()  # SIGKILL to dvc and its stage: no cleanup runs
-    # The warm training process ends with its client, mid-cell, as the stage's own process would.
-    deadline = time.monotonic() + 30
-    while training_processes(project):
-        assert time.monotonic() < deadline, "the training process outlived its killed client"
-        time.sleep(0.1)
+    done = json.loads(records[0].read_text())
     finished, killed = done["cell"]["key"], (KILLED_GRID - {done["cell"]["key"]}).pop()
-    (folder,) = checkpoints_of_others(paths, done["run_id"])
-    checkpoint = resume.load(folder)
-    assert checkpoint is not None and 1 <= checkpoint.epochs_completed < KILL_EPOCHS
-    killed_run = resume.read_run_file(folder)["run_id"]
+    folder = committed[0].parent
+    saved = checkpoint.load(folder)
+    assert saved is not None and 1 <= saved.epochs_completed < KILL_EPOCHS
+    killed_run = checkpoint.read_run_file(folder)["run_id"]
     assert not paths.model_dir(killed).exists()
     finished_model = paths.model_dir(finished) / "model.keras"
     finished_mtime = finished_model.stat().st_mtime_ns
-
     # The killed dvc leaves its PID in .dvc/tmp/rwlock; the next dvc drops it (no user action).
     stale = json.loads((project / ".dvc" / "tmp" / "rwlock").read_text())
     assert first.pid in {info["pid"] for info in stale["write"].values()}
+    # What will train is known before it does.
+    plan = processes.run([BIN / "mlpstudy", "train", "--dry-run"], cwd=project, env=env)
+    assert (
+        f"  {killed} (interrupted: continues after epoch {saved.epochs_completed})" in plan.stdout
+    )
+    assert "train: 1 of 2 cells to train (1 up to date)" in plan.stdout
 
     second = dvc(project, env, "repro", "train")
 
     assert f"(Pid {first.pid}), in RWLock-file" in second and "Auto removed it" in second
-    assert f"Stage 'train@{finished}' didn't change, skipping" in second
-    assert f"Running stage 'train@{finished}'" not in second
-    assert f"Running stage 'train@{killed}'" in second
+    assert re.findall(r"^train \[\d+/\d+\] (\S+):", second, flags=re.M) == [killed]
     assert finished_model.stat().st_mtime_ns == finished_mtime
+    before = saved.epochs_completed
+    assert f"train {killed}: {before} epoch{'' if before == 1 else 's'} trained before" in second
     announced = [int(epoch) for epoch in re.findall(r"epoch (\d+)/\d+", second)]
-    assert announced[0] == checkpoint.epochs_completed + 1, announced
+    assert announced[0] == saved.epochs_completed + 1, announced
     with (paths.train_reports(killed) / "history.csv").open(newline="") as handle:
         history = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in history] == list(range(1, KILL_EPOCHS + 1))
@@ -373,3 +354,43 @@ def test_a_sigkilled_dvc_repro_resumes_only_the_killed_cell(tmp_path) -> None:
     assert json.loads((paths.model_dir(killed) / "run.json").read_text())["run_id"] == killed_run
     assert not folder.exists()
     assert "up to date" in dvc(project, env, "status", "train")
+
+
+# ------------------------------------------- 5. a team: one DVC remote, one MLflow server
+def test_a_second_clone_gets_the_trained_cells_from_the_remotes_and_trains_none(
+    tmp_path, mlflow_server
+) -> None:
+    project, env = make_project(tmp_path, two_cells)
+    env = {**without_tracking_env(env), "MLFLOW_TRACKING_URI": mlflow_server}
+    remote = tmp_path / "dvc-remote"
+    dvc(project, env, "remote", "add", "--default", "team", str(remote))
+    dvc(project, env, "repro")
+    git(project, env, "add", "-A")
+    git(project, env, "commit", "-q", "-m", "the study, trained")
+    dvc(project, env, "push")
+
+    clone = tmp_path / "clone"
+    processes.run(["git", "clone", "-q", str(project), str(clone)], env=env, check=True)
+    pulled = dvc(clone, env, "pull")
+
+    assert "data/models" in pulled
+    status = dvc(clone, env, "status")
+    assert "up to date" in status, status
+    plan = processes.run([BIN / "mlpstudy", "train", "--dry-run"], cwd=clone, env=env, check=True)
+    assert "train: all 2 cells of the grid are up to date; nothing to train" in plan.stdout
+    again = dvc(clone, env, "repro")
+    assert "Running stage" not in again, again
+    # The clone adds a value: only the new cells train, into the same server.
+    file = clone / "params.yaml"
+    params = yaml.safe_load(file.read_text())
+    params["train"]["seed"] = [0, 1]
+    file.write_text(yaml.safe_dump(params, sort_keys=False))
+    grown = dvc(clone, env, "repro")
+    new = {key.replace("-0.0-0", "-0.0-1") for key in (ADAM, SGD)}
+    assert set(re.findall(r"^train \[\d+/\d+\] (\S+):", grown, flags=re.M)) == new
+    cells = [
+        run
+        for run in study_runs(mlflow_server, study_name(project))
+        if run.data.tags.get("kind") == "cell"
+    ]
+    assert sorted(run.data.tags["cell"] for run in cells) == sorted({ADAM, SGD} | new)
