@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import processes
 import pytest
 import yaml
 from project import BIN, TINY, dvc, make_project, run, shrink, shrunk_cell
@@ -176,6 +177,15 @@ def test_new_architectures_and_batch_sizes_train_only_their_new_cells(tmp_path):
     header = dvc(project, env, "exp", "show", "--csv", stdout_only=True).splitlines()[0]
     for axis in ("architecture", "batch_size", "dropout", "architectures.small"):
         assert f"train.{axis}" in header.split(","), header
+
+    # A misspelt section stops `dvc repro` with the project's one-line message, not DVC's.
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("\ntrain:", "\ntrian:"))
+    result = processes.run([BIN / "dvc", "repro"], cwd=project, env=env)
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "params.yaml: unknown key 'trian' (did you mean 'train'?)" in said, said[-3000:]
+    assert "are missing" not in said
 
 
 def edit_params(project, edit) -> None:
