@@ -3,13 +3,14 @@
 (a) plain:   the cell's architecture (`stages.lib.training.model.build_model`), compiled with
              Keras' defaults (steps_per_execution=1, no op determinism), `model.fit` on the numpy
              arrays.
-(b) project: `stages.train.run` in a scratch project: the whole code path, with the batches,
-             steps_per_execution, cpu_threads and XLA setting of params.yaml, op determinism,
-             diagnostics, a checkpoint every epoch, per-epoch MLflow logging, the logged model and
-             the outputs.
-(c) two at once: two (b) trials started together (two cells, as `train.parallel_cells: 2` trains
-             a grid): each epoch takes longer, but two run at a time, so the grid pays half an
-             epoch's wall time per epoch.
+(b) project: `stages.train.run` in a scratch project on a grid of that one cell, with
+             `parallel_cells: 1` (its one Dask worker is a thread of the trial's process): the
+             whole code path, with the batches, steps_per_execution, cpu_threads and XLA setting
+             of params.yaml, op determinism, diagnostics, a checkpoint every epoch, per-epoch
+             MLflow logging, the logged model and the outputs.
+(c) two at once: two (b) trials started together (two cells, as two workers of the local Dask
+             cluster train a grid with `train.parallel_cells: 2`): each epoch takes longer, but
+             two run at a time, so the grid pays half an epoch's wall time per epoch.
 (d) floor:   the FLOPs of an epoch of the network (forward and backward on the train split,
              forward on the validation split: 2 x weights per example forward, twice that
              backward) at the speed of a large float32 matmul measured in the same run.
@@ -20,7 +21,8 @@ processes hits both alike. Epoch time is the time between consecutive epoch ends
 and logging included); the median over epochs 2..N is the steady state, epoch 1 (tracing) is shown
 apart. Test accuracy is measured on the test split after training (train itself never reads it).
 
-The cost outside the epochs of a cell is measured by benchmarks/cell_overhead.py.
+The cost outside the epochs, per cell and as a grid grows, is measured by
+benchmarks/grid_scaling.py.
 
 Data: --data DIR (train/validation/test .npz), else data/prepared if present, else synthetic digits.
 
@@ -108,10 +110,14 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
             verbose=2,
         )
     else:
+        import shutil
+
         import keras
 
         from stages import train as stage
+        from stages.lib.core.config import AXES
         from stages.lib.tracking import tracking_log
+        from stages.lib.training import cell_training
 
         log_model = tracking_log.log_keras_model
 
@@ -122,9 +128,18 @@ def trial(kind: str, scratch: Path, cell_key: str) -> dict[str, Any]:
             return uri
 
         tracking_log.log_keras_model = timed_log_model
-        project_callbacks = stage.extra_callbacks  # the diagnostics count as project cost
-        stage.extra_callbacks = lambda context: [*project_callbacks(context), clock]
-        stage.run(params, cell, paths)
+        train_cell = cell_training.train_cell  # the clock watches last: after checkpoint, MLflow
+
+        def clocked(job: Any, splits: Any, observers: Any = ()) -> Any:
+            return train_cell(job, splits, [*observers, clock])
+
+        cell_training.train_cell = clocked
+        # A grid of this one cell, one worker (a thread of this process, so the patches hold);
+        # an earlier trial's result of the same cell would be up to date: it trains again.
+        one = {axis: [getattr(cell, axis)] for axis in AXES}
+        train = params.train.model_copy(update={**one, "parallel_cells": 1})
+        shutil.rmtree(paths.model_dir(cell.key), ignore_errors=True)
+        stage.run(params.model_copy(update={"train": train}), paths)
         model = keras.models.load_model(paths.model_dir(cell.key) / "model.keras")
     test_images, test_labels = load_split(paths, "test")
     scores = model.evaluate(test_images, test_labels, batch_size=1024, verbose=0, return_dict=True)

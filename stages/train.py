@@ -52,17 +52,26 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
         return {"trained": [], "up_to_date": up_to_date}
     for folder in (paths.models, paths.train_reports_dir, paths.checkpoints):
         check_writable(folder, paths.root, AGAIN)
-    jobs = _jobs(params, paths, pending, digests)
+    from stages.lib.tracking import tracking
     from stages.lib.training import checkpoint, cluster, outputs
     from stages.lib.training.progress import GridProgress, epoch_line
 
+    tracking.check_store(paths)
     outputs.remove_leftovers(paths.models)
     outputs.remove_leftovers(paths.train_reports_dir)
     trained: list[str] = []
     with cluster.connect(params.train.parallel_cells) as client:
-        cluster.check_workers(client)
+        cluster.check_workers(client)  # before the store is written: a refusal leaves nothing
+        workers = cluster.worker_count(client)
         print(f"train: on {cluster.describe(client)}", flush=True)
-        progress = GridProgress(len(jobs), params.train.parallel_cells)
+        jobs = _jobs(params, paths, pending, digests)
+        if cluster.remote(client) and tracking.sqlite_file(jobs[0].tracking_uri):
+            print(
+                "train: warning: the MLflow store is a sqlite file on this machine; workers on "
+                "other machines cannot log into it (set MLFLOW_TRACKING_URI to a mlflow server)",
+                flush=True,
+            )
+        progress = GridProgress(len(jobs), workers or params.train.parallel_cells)
         by_key = {job.key: job for job in jobs}
 
         def install(result: CellResult) -> None:
@@ -92,7 +101,6 @@ def _jobs(
     from stages.lib.tracking import runs, study_tracking, tracking
     from stages.lib.training import mlflow_run
 
-    tracking.check_store(paths)
     experiment = tracking.open_experiment(params.study.name, paths)
     study_tracking.describe_experiment(experiment, params)
     parent = study_tracking.grid_parent(experiment, params)

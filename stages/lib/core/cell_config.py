@@ -1,8 +1,8 @@
 """The effective configuration of one grid cell: what its result depends on, and nothing else.
 
 One nested dict feeds three consumers, so they cannot disagree: the MLflow run's params (flattened),
-the config digest that names the cell's checkpoint folder (a resumed process must continue only
-the very same training), and `run.json`. It mirrors the params that dvc.yaml declares per cell.
+the config digest that says whether a cell's result is up to date and names its checkpoint folder
+(a resumed worker must continue only the very same training), and `run.json`.
 """
 
 from __future__ import annotations

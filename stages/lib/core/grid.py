@@ -29,13 +29,13 @@ class Cell(BaseModel):
 
     @property
     def key(self) -> str:
-        """`relu-he_normal-sgd-base-256-0.0-0`: the values in AXES order, as DVC writes them
-        (`dvc.parsing.to_str` is `str()`: 0.25 -> "0.25", 1e-05 -> "1e-05")."""
+        """`relu-he_normal-sgd-base-256-0.0-0`: the values in AXES order, each as `str()` writes
+        it (0.25 -> "0.25", 1e-05 -> "1e-05")."""
         return "-".join(str(getattr(self, axis)) for axis in AXES)
 
 
 def grid(train: TrainParams) -> list[Cell]:
-    """Every cell of the study grid, in the order DVC expands the matrix."""
+    """Every cell of the study grid, the last axis (seed) varying fastest."""
     return [
         Cell(**dict(zip(AXES, values, strict=True)))
         for values in itertools.product(*(getattr(train, axis) for axis in AXES))

@@ -19,6 +19,7 @@ import keras
 
 from stages.lib.core.atomic import write_json
 from stages.lib.core.cell_config import flat_params
+from stages.lib.core.errors import StageError, describe
 from stages.lib.core.paths import Paths
 from stages.lib.core.stopwatch import Stopwatch
 from stages.lib.tracking import tracking, tracking_log
@@ -40,7 +41,15 @@ def train_cell(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mlpstudy-{job.key}-") as scratch:
         paths = Paths.at(scratch)
-        metrics = _train(job, splits, paths, observers)
+        try:
+            metrics = _train(job, splits, paths, observers)
+        except Exception as error:
+            # The store or a disk failing: its one line naming what to do, made here where the
+            # whole error is known (the stage reports the first line of a failed cell's error).
+            message = describe(error)
+            if message is None:
+                raise
+            raise StageError(message) from error
         files = {
             file.relative_to(paths.root).as_posix(): file.read_bytes()
             for folder in (paths.model_dir(job.key), paths.train_reports(job.key))

@@ -105,11 +105,20 @@ def connect(parallel_cells: int) -> Iterator[Client]:
         yield client
 
 
+def worker_count(client: Client) -> int:
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def remote(client: Client) -> bool:
+    """Connected to a scheduler of its own (DASK_SCHEDULER_ADDRESS), not a LocalCluster here."""
+    return not isinstance(client.cluster, LocalCluster)
+
+
 def describe(client: Client) -> str:
     """`2 workers (LocalCluster on 127.0.0.1)` or `3 workers at tcp://...`."""
-    workers = len(client.scheduler_info().get("workers", {}))
+    workers = worker_count(client)
     noun = "worker" if workers == 1 else "workers"
-    if isinstance(client.cluster, LocalCluster):
+    if not remote(client):
         where = "on 127.0.0.1" if client.scheduler.address.startswith("tcp") else "in this process"
         return f"{workers} {noun} (a LocalCluster {where})"
     return f"{workers} {noun} at {client.scheduler.address}"

@@ -42,7 +42,7 @@ class TrainingSetup:
 
 @dataclass(frozen=True)
 class TrainingContext:
-    """What an extra callback may need (see `stages.train.extra_callbacks`)."""
+    """What an extra callback may need (the diagnostics: `diagnostics.diagnostics_callbacks`)."""
 
     setup: TrainingSetup
     logger: MlflowEpochLogger  # `logger.add(step, values)` logs values into the cell's run
