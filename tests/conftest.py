@@ -22,9 +22,6 @@ import yaml
 from stages.lib.core.paths import MNIST_FILES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Warm training processes that tests start (stages/lib/training/train_client.py) exit soon after
-# their test instead of the default two minutes; every child process inherits this.
-os.environ.setdefault("MLPSTUDY_TRAIN_SERVICE_IDLE", "10")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -113,15 +110,3 @@ def reap_children() -> Iterator[None]:
         print(report)  # shown with a failing test's output
     if reports:
         warnings.warn(f"{len(reports)} child process(es) left running, killed", stacklevel=1)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def end_training_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After the last test, end the warm training processes that tests started (their workers
-    end with them); each would otherwise idle on for its 10 s after pytest exits."""
-    yield
-    base = str(tmp_path_factory.getbasetemp()).encode()
-    for pid, _, argv in processes.running():
-        if b"train-service" in argv and any(arg.startswith(base) for arg in argv):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)

@@ -23,8 +23,6 @@ COPIED += ("reports/evaluate/.gitignore",)  # DVC's own entries for evaluate's c
 # The shrunk grid's one architecture and its one batch size and dropout.
 TINY: dict[str, Any] = {"architecture": "tiny", "batch_size": 64, "dropout": 0.0}
 TINY_UNITS = [16]
-# `mlpstudy train` options for the axes of TINY.
-TINY_OPTIONS = [f"--{axis.replace('_', '-')}={value}" for axis, value in TINY.items()]
 
 
 def shrink(params: dict[str, Any]) -> None:
@@ -118,14 +116,3 @@ def run(
             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
         )
     return result.stdout if stdout_only else result.stdout + result.stderr
-
-
-def training_processes(project: Path) -> list[int]:
-    """PIDs of warm training processes serving `project` (stages/lib/training/train_service.py)
-    and of their workers (train_worker.py: children of such a process)."""
-    table = processes.running()
-    services = [
-        pid for pid, _, argv in table if b"train-service" in argv and str(project).encode() in argv
-    ]
-    workers = [(pid, parent) for pid, parent, argv in table if b"train-worker" in argv]
-    return services + [pid for pid, parent in workers if parent in services]

@@ -109,7 +109,7 @@ def test_the_readme_states_no_test_count() -> None:
 
 def test_progress_line_examples_come_from_the_committed_study() -> None:
     pattern = (
-        r"train@(?P<key>[\w.-]+) \[cell \d+/\d+\] epoch (?P<epoch>\d+)/\d+: loss (?P<loss>[\d.]+)"
+        r"train (?P<key>[\w.-]+) epoch (?P<epoch>\d+)/\d+: loss (?P<loss>[\d.]+)"
         r" val_accuracy (?P<val_accuracy>[\d.]+) val_loss (?P<val_loss>[\d.]+)"
     )
     examples = [(page, m) for page in PAGES for m in re.finditer(pattern, page.read_text())]

@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from project import shrink, shrunk_cell
 from synthetic import make_digits
+from training import train_one
 from typer.testing import CliRunner
 
-from stages import evaluate, train
+from stages import evaluate
 from stages.cli import app
 from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
@@ -66,7 +67,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory):
         patch.delenv("DVC_ROOT", raising=False)
         params = tiny_params()
         paths = write_project(tmp_path_factory.mktemp("evaluate"), params)
-        train.run(params, CELL, paths)
+        train_one(params, CELL, paths)
         result = evaluate.run(params, paths, [CELL])[CELL.key]
         yield paths, params, result
 
@@ -245,7 +246,8 @@ def test_a_run_missing_from_the_store_is_a_clear_error(evaluated, tmp_path, monk
 
     store.create_experiment(params.study.name)  # the experiment, but without the cell's run
     with pytest.raises(
-        StageError, match=rf"is not in experiment .*dvc repro --force train@{CELL.key}"
+        StageError,
+        match=rf"is not in experiment .*delete data/models/{CELL.key}/ and run `dvc repro`",
     ):
         evaluate.run(params, other, [CELL])
     assert not other.evaluate_reports.exists()
@@ -255,7 +257,7 @@ def test_missing_train_outputs_stop_before_any_work(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = tiny_params()
     paths = write_project(tmp_path, params)
-    hint = rf"run `dvc repro train@{CELL.key}`"
+    hint = r"run `dvc repro train` first"
     with pytest.raises(
         ConfigError, match=rf"data/models/{CELL.key}/model.keras: no such file; {hint}"
     ):
@@ -292,7 +294,7 @@ def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert "\n" not in message
-    assert f"dvc repro train@{CELL.key}" in message and "model.keras" in message
+    assert message.endswith("run `dvc repro train` first") and "model.keras" in message
 
 
 @pytest.mark.slow

@@ -24,11 +24,11 @@ import processes
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
-from project import TINY_OPTIONS
 from test_evaluate import CELL, tiny_params, write_project
+from training import train_one
 from typer.testing import CliRunner
 
-from stages import evaluate, train
+from stages import evaluate
 from stages.cli import app
 from stages.lib.core.paths import Paths
 from stages.lib.tracking.study_tracking import GRID_KIND
@@ -55,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             patch.delenv(name, raising=False)
         params = tiny_params()
         paths = write_project(tmp_path_factory.mktemp("failures") / "project", params)
-        train.run(params, CELL, paths)
+        train_one(params, CELL, paths)
         evaluate.run(params, paths, [CELL])
     return paths.root
 
@@ -111,18 +111,34 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def edit_train(paths: Paths, **settings: object) -> None:
+    """Change `train` settings in the project's params.yaml."""
+    import yaml
+
+    params = yaml.safe_load(paths.params.read_text())
+    params["train"].update(settings)
+    paths.params.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def cell_failed(line: str, cause: str) -> None:
+    """`line` is the train stage's one line for the grid's one cell failing with `cause`."""
+    assert line.startswith(f"train: 1 of 1 cells failed ({CELL.key}: "), line
+    assert cause in line, line
+    assert line.endswith(
+        "; the 0 others are saved, so run `dvc repro train` again trains only the failed ones"
+    ), line
+
+
 # ------------------------------------------------------------------------- the store is broken
 @pytest.mark.parametrize("command", ["evaluate", "report", "train"])
 def test_a_store_that_is_no_database_stops_every_stage_at_once(project, command):
     project.mlflow_db.write_bytes(b"this is not a database\n" * 100)
+    if command == "train":  # a cell to train (an up-to-date grid would not open the store)
+        shutil.rmtree(project.model_dir(CELL.key))
     reports = snapshot(project.root / "reports")
-    arguments = [command]
-    if command == "train":
-        arguments += ["--activation", "relu", "--initializer", "glorot_uniform"]
-        arguments += ["--optimizer", "adam", *TINY_OPTIONS, "--seed", "0"]
 
     started = time.monotonic()
-    result = cli(project, *arguments)
+    result = cli(project, command)
 
     assert result.exit_code == 1, result.output
     assert one_line(result) == (
@@ -237,21 +253,12 @@ def test_a_tracking_server_gone_mid_run_ends_in_one_line(project, monkeypatch):
 def test_a_store_locked_mid_training_fails_the_run_once_the_lock_is_gone(project, tmp_path):
     """The lock comes after the first epochs were logged and stays 30 s: the next epoch's write
     gives up after MLflow's 20 s busy timeout, then the run is marked FAILED once it can be."""
-    import yaml
-
-    settings = yaml.safe_load(project.params.read_text())
-    settings["train"].update(epochs=100000, early_stopping_patience=None)  # trains until stopped
-    # One cell at a time: the stage's own run logs while it trains. (Cells trained ahead by the
-    # pool log nothing until their stage takes them over; tests/test_train_pool.py.)
-    settings["train"]["parallel_cells"] = 1
-    project.params.write_text(yaml.safe_dump(settings, sort_keys=False))
+    # Trains until stopped, one cell at a time in the stage's own process.
+    edit_train(project, epochs=100000, early_stopping_patience=None, parallel_cells=1)
     uri = f"sqlite:///{project.mlflow_db}"
     client = MlflowClient(uri)
-    command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
-    command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]
-    command += TINY_OPTIONS
     trainer = processes.spawn(
-        [*command, "--root", project.root],
+        [Path(sys.executable).parent / "mlpstudy", "train", "--root", project.root],
         log=tmp_path / "train.out",
         errors=tmp_path / "train.err",
         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
@@ -270,7 +277,8 @@ def test_a_store_locked_mid_training_fails_the_run_once_the_lock_is_gone(project
 
     assert code == 1, trainer.output()[-3000:]
     line = error_line((tmp_path / "train.err").read_text())
-    assert "is locked by another process" in line and line.endswith("(database is locked)")
+    cell_failed(line, f"StageError: the MLflow store {project.mlflow_db} is locked by another")
+    assert "then run the same command (or `dvc repro`) again (database is locked))" in line
     statuses = run_statuses(uri)
     assert "RUNNING" not in statuses and statuses.count("FAILED") == 1, statuses
 
@@ -404,15 +412,9 @@ def test_a_full_disk_mid_training_leaves_the_run_failed_not_running(project, sma
     store.parent.mkdir()
     shutil.copy(project.mlflow_db, store)
     uri = f"sqlite:///{store}"
-    import yaml
-
-    params = yaml.safe_load((moved / "params.yaml").read_text())
-    params["train"]["parallel_cells"] = 1  # the stage's own run exists while it trains
-    (moved / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_train(Paths.at(moved), parallel_cells=1)  # trains in the stage's own process
     fill(small_disk, keep=16384)  # room for the run file, not for the first epoch's checkpoint
-    command = [Path(sys.executable).parent / "mlpstudy", "train", "--activation", "relu"]
-    command += ["--initializer", "glorot_uniform", "--optimizer", "adam", "--seed", "0"]
-    command += TINY_OPTIONS
+    command = [Path(sys.executable).parent / "mlpstudy", "train"]
 
     result = processes.run(
         [*command, "--root", moved], env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300
@@ -420,7 +422,7 @@ def test_a_full_disk_mid_training_leaves_the_run_failed_not_running(project, sma
 
     assert result.returncode == 1, result.stderr[-3000:]
     line = error_line(result.stderr)
-    assert "No space left on device" in line
+    cell_failed(line, "No space left on device: the disk is full; free space there (`df -h`)")
     assert "mlflow_run.json" not in line  # it failed in training, not before
     statuses = run_statuses(uri)
     assert statuses.count("FAILED") == 1 and "RUNNING" not in statuses, statuses
@@ -439,7 +441,7 @@ def test_a_truncated_model_file_is_bad_input_named_in_one_line(project):
     assert result.exit_code == 2
     assert one_line(result) == (
         f"data/models/{CELL.key}/model.keras: not a Keras model (a `.keras` file saved by "
-        f"Keras 3); run `dvc repro train@{CELL.key}` (or `mlpstudy train ...`) first"
+        "Keras 3); run `dvc repro train` first"
     )
     assert snapshot(project.root / "reports") == reports
 
@@ -463,6 +465,6 @@ def test_a_model_file_with_damaged_weights_is_bad_input_named_in_one_line(projec
     assert result.exit_code == 2
     line = one_line(result)
     assert line.startswith(f"data/models/{CELL.key}/model.keras: cannot load the Keras model (")
-    assert line.endswith(f"run `dvc repro train@{CELL.key}` (or `mlpstudy train ...`) first")
+    assert line.endswith("; run `dvc repro train` first")
     assert snapshot(project.root / "reports") == reports
     assert run_statuses(f"sqlite:///{project.mlflow_db}") == ["FINISHED"]

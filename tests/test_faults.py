@@ -28,15 +28,20 @@ from stages.lib.core.paths import Paths
 
 # Splits the CPU into argv[1] logical devices (before TensorFlow initialises, hence a fresh
 # process), then runs each `mlpstudy` command line of the JSON list argv[2] and prints exit codes.
+# Each command starts as in a process of its own: without the MLFLOW_TRACKING_URI that MLflow's
+# set_tracking_uri exported for the one before (the project's store is then the one at its root).
 ON_DEVICES = """
-import json, sys
+import json, os, sys
 import tensorflow as tf
 (cpu,) = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[1])
 )
 from stages.cli import app
-codes = [app(args, prog_name="mlpstudy", standalone_mode=False) for args in json.loads(sys.argv[2])]
+codes = []
+for args in json.loads(sys.argv[2]):
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    codes.append(app(args, prog_name="mlpstudy", standalone_mode=False))
 print("exit codes:", json.dumps([code or 0 for code in codes]))
 """
 
@@ -49,13 +54,14 @@ def no_tracking_environment(monkeypatch):
 
 
 def on_devices(replicas: int, roots: list[Path], log: Path) -> processes.Child:
-    """`mlpstudy train` for CELL at each root, in one fresh process seeing `replicas` devices."""
+    """`mlpstudy train` at each root, in one fresh process seeing `replicas` devices (the roots'
+    params.yaml say `parallel_cells: 1`: the cell trains on a worker thread of this process,
+    where the device split exists)."""
     commands = json.dumps([train_command(root)[1:] for root in roots])
     return processes.spawn(
         [sys.executable, "-c", ON_DEVICES, str(replicas), commands],
         log=log,
-        # In this process: the device split exists here, not in a warm training process.
-        env={**clean_environment(), "MLPSTUDY_TRAIN_SERVICE": "off"},
+        env=clean_environment(),
     )
 
 
@@ -99,6 +105,7 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
             epochs=2,
             distribute=distribute,
             steps_per_execution=steps,
+            parallel_cells=1,
         )
     assert params["train"]["dropout"] == [0.0]
     logs = {"two": tmp_path / "two-devices.log", "one": tmp_path / "one-device.log"}
@@ -108,7 +115,7 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
     two.wait(timeout=300)
     one.wait(timeout=300)
 
-    assert exit_codes(logs["two"]) == [2, 0]
+    assert exit_codes(logs["two"]) == [1, 0]
     assert exit_codes(logs["one"]) == [0]
     mirrored_metrics, mirrored_weights, mirrored_tags = trained(roots["mirrored"])
     single_metrics, single_weights, _ = trained(roots["single"])
@@ -122,43 +129,50 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
     for a, b in zip(mirrored_weights, single_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
-    # Several steps per execution fail inside Keras on two replicas: refused before any work.
+    # Several steps per execution fail inside Keras on two replicas: the worker, which knows its
+    # devices, refuses the cell before it trains, and nothing of it is installed or left running.
     errors = [line for line in logs["two"].read_text().splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: train.steps_per_execution: 4 with train.distribute: mirrored over 2 devices; "
-        "Keras 3 fails to run several steps per execution on more than one replica; "
-        "allowed: 1 (the setting changes speed only)"
+        f"error: train: 1 of 1 cells failed ({CELL.key}: ConfigError: train.steps_per_execution: "
+        "4 with train.distribute: mirrored over 2 devices; Keras 3 fails to run several steps "
+        "per execution on more than one replica; allowed: 1 (the setting changes speed only)); "
+        "the 0 others are saved, so run `dvc repro train` again trains only the failed ones"
     ]
-    assert not Paths.at(roots["steps"]).mlflow_db.exists()
+    refused = Paths.at(roots["steps"])
+    assert not refused.models.exists() and not refused.train_reports_dir.exists()
+    assert list(refused.checkpoints.glob("*")) == []
+    store = MlflowClient(f"sqlite:///{refused.mlflow_db}")
+    experiments = [experiment.experiment_id for experiment in store.search_experiments()]
+    assert store.search_runs(experiments, "tags.kind = 'cell'") == []
 
 
 # ------------------------------------------------------------------------- one store, two cells
 @pytest.mark.slow
 def test_two_cells_trained_at_once_both_finish_in_one_fresh_store(tmp_path, real_params_dict):
-    """Both processes find no store: one creates it (under the lock), both log every epoch."""
+    """Two worker processes of the stage's local cluster train a cell each at the same time,
+    both logging every epoch into the one sqlite store the stage created."""
     epochs = 5
     root = tmp_path / "project"
-    params = make_project(root, real_params_dict, epochs=epochs)
+    other = shrunk_cell("tanh", "he_normal", "adam", 0)
+    cells = [CELL, other]
+    params = make_project(
+        root, real_params_dict, epochs=epochs, parallel_cells=2, activation=["relu", "tanh"]
+    )
     paths = Paths.at(root)
-    cells = [CELL, shrunk_cell("tanh", "glorot_uniform", "sgd", 1)]
-    logs = [tmp_path / f"{cell.key}.log" for cell in cells]
-    # Two processes of their own (one warm training process would train them in turn), as when
-    # queued experiments of one machine share a store.
-    alone = {**clean_environment(), "MLPSTUDY_TRAIN_SERVICE": "off"}
-    children = [
-        processes.spawn(train_command(root, cell), log=log, env=alone)
-        for cell, log in zip(cells, logs, strict=True)
-    ]
+    assert not paths.mlflow_db.exists()
 
-    for child in children:
-        assert child.wait(timeout=300) == 0, child.output()[-3000:]
+    child = processes.spawn(
+        train_command(root), log=tmp_path / "train.log", env=clean_environment()
+    )
 
+    assert child.wait(timeout=300) == 0, child.output()[-3000:]
+    assert "train: on 2 workers (a LocalCluster on 127.0.0.1)" in child.output()
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     experiment = client.get_experiment_by_name(params.study.name)
     cell_runs = client.search_runs([experiment.experiment_id], "tags.kind = 'cell'")
     runs = {run.info.run_name: run for run in cell_runs}
     assert sorted(runs) == sorted(cell.key for cell in cells)
-    # Both raced to get-or-create their grid's parent run: there is one, holding both cells.
+    # The grid's one parent run holds both cells.
     (parent,) = client.search_runs([experiment.experiment_id], "tags.kind = 'grid'")
     assert {run.data.tags["mlflow.parentRunId"] for run in cell_runs} == {parent.info.run_id}
     for cell in cells:
@@ -210,26 +224,51 @@ def test_missing_prepared_data_stops_train_in_one_line_before_any_work(tmp_path,
     assert not (root / "data" / "models").exists()
 
 
-@pytest.mark.parametrize("fault", ["file-in-the-way", "read-only"])
-def test_an_unwritable_model_folder_stops_train_in_one_line_before_any_work(
-    tmp_path, real_params_dict, fault
+@pytest.mark.parametrize(
+    ("in_the_way", "folder"),
+    [
+        ("data/models", "data/models"),
+        ("reports", "reports/train"),
+        (".mlpstudy", ".mlpstudy/checkpoints"),
+    ],
+)
+def test_a_file_where_an_output_folder_belongs_stops_train_in_one_line_before_any_work(
+    tmp_path, real_params_dict, in_the_way, folder
+):
+    root = tmp_path / "project"
+    make_project(root, real_params_dict)
+    paths = Paths.at(root)
+    (root / in_the_way).write_text("not a folder\n")
+    so = "" if in_the_way == folder else f", so {folder} cannot be written"
+
+    result = train_cli(root)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {in_the_way}: not a directory{so}; move it away, then run `dvc repro train` "
+        "again\n"
+    )
+    assert not paths.mlflow_db.exists() and not paths.mlflow_artifacts.exists()
+    assert sorted(path.name for path in root.iterdir()) == sorted(
+        {"data", "params.yaml", in_the_way.split("/")[0]}
+    )
+    assert sorted(path.name for path in (root / "data").iterdir()) == sorted(
+        {"prepared", *(["models"] if in_the_way == "data/models" else [])}
+    )
+
+
+def test_a_read_only_data_folder_stops_train_in_one_line_before_any_work(
+    tmp_path, real_params_dict
 ):
     root = tmp_path / "project"
     make_project(root, real_params_dict)
     paths = Paths.at(root)
     data = root / "data"
-    if fault == "file-in-the-way":
-        (data / "models").write_text("not a folder\n")
-        problem = (
-            "data/models: not a directory, so data/models/{key} cannot be written; move it away"
-        )
-    else:
-        problem = "data: not writable (Permission denied), so data/models/{key} cannot be written"
-    read_only = (paths.prepared, data) if fault == "read-only" else ()
+    read_only = (paths.prepared, data)
     try:
         for folder in read_only:
             folder.chmod(0o555)
-        if read_only and os.access(data, os.W_OK):  # root: permission bits do not apply
+        if os.access(data, os.W_OK):  # root: permission bits do not apply
             pytest.skip("permission bits do not stop this user (root); the file case covers it")
         result = train_cli(root)
     finally:
@@ -237,13 +276,12 @@ def test_an_unwritable_model_folder_stops_train_in_one_line_before_any_work(
             folder.chmod(0o755)
 
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {problem.format(key=CELL.key)}")
-    assert result.stderr.endswith(f"run `dvc repro train@{CELL.key}` again\n")
-    assert result.stderr.count("\n") == 1
-    assert_nothing_written(paths)
-    assert sorted(path.name for path in data.iterdir()) == sorted(
-        ["prepared", *(["models"] if fault == "file-in-the-way" else [])]
+    assert result.stderr == (
+        "error: data: not writable (Permission denied), so data/models cannot be written; make "
+        "it writable, then run `dvc repro train` again\n"
     )
+    assert_nothing_written(paths)
+    assert sorted(path.name for path in data.iterdir()) == ["prepared"]
 
 
 def test_check_writable_creates_nothing_and_names_the_blocking_path(tmp_path):

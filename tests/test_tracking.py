@@ -184,7 +184,7 @@ def test_every_search_reads_all_pages(tmp_path, monkeypatch):
 
 
 def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp_path, monkeypatch):
-    from stages.lib.training import cell_run, resume
+    from stages.lib.training import checkpoint, mlflow_run
 
     experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
     client = experiment.client
@@ -192,13 +192,13 @@ def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp
     folder = tmp_path / "checkpoint"
     monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
     tags = {"kind": "cell", runs.DVC_EXP_TAG: "exp-a"}
-    run_id = cell_run.continue_or_create(experiment, folder, cell, {}, tags, "code")
+    run_id = mlflow_run.continue_or_create(experiment, folder, cell, {}, tags)
     assert client.get_run(run_id).data.tags[runs.DVC_EXP_TAG] == "exp-a"
 
     monkeypatch.delenv("DVC_EXP_NAME")  # resumed in the workspace, outside the experiment
     kind = {"kind": "cell"}
-    assert cell_run.continue_or_create(experiment, folder, cell, {}, kind, "code") == run_id
-    assert resume.read_run_file(folder)["run_id"] == run_id
+    assert mlflow_run.continue_or_create(experiment, folder, cell, {}, kind) == run_id
+    assert checkpoint.read_run_file(folder)["run_id"] == run_id
     assert runs.DVC_EXP_TAG not in client.get_run(run_id).data.tags
 
     monkeypatch.setenv("DVC_EXP_NAME", "exp-b")  # e.g. evaluate in another experiment
@@ -207,3 +207,26 @@ def test_a_reused_run_s_dvc_exp_tag_names_the_experiment_running_now_or_goes(tmp
     monkeypatch.delenv("DVC_EXP_NAME")
     runs.refresh_dvc_exp(client, run_id)
     assert runs.DVC_EXP_TAG not in client.get_run(run_id).data.tags
+
+
+def test_a_checkpoint_whose_run_left_the_store_starts_a_new_run_from_scratch(tmp_path):
+    """A store deleted (or another one chosen) after a kill: the run to continue is gone, so its
+    epochs are not continued into a new run; training starts over."""
+    from stages.lib.training import checkpoint, mlflow_run
+
+    experiment = tracking.open_experiment(STUDY, Paths.at(tmp_path))
+    cell = shrunk_cell("relu", "he_normal", "adam", 0)
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / checkpoint.METADATA_FILE).write_text('{"epoch": 2, "state": {}}')
+    checkpoint.update_run_file(folder, run_id="f" * 32)
+
+    run_id = mlflow_run.continue_or_create(experiment, folder, cell, {"seed": "0"}, {"k": "v"})
+
+    assert run_id != "f" * 32
+    assert runs.run_exists(experiment, run_id)
+    assert checkpoint.read_run_file(folder) == {"run_id": run_id}
+    assert checkpoint.load(folder) is None  # the old epochs are gone
+    run = experiment.client.get_run(run_id)
+    assert run.info.run_name == cell.key and run.data.params == {"seed": "0"}
+    assert run.data.tags["k"] == "v"

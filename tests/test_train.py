@@ -1,7 +1,8 @@
 """The train stage: real TensorFlow training on tiny synthetic digits, a real sqlite MLflow store.
 
-The slow tests run `mlpstudy train` in fresh processes where the point is the process boundary:
-bitwise reproducibility, and resuming after a real SIGKILL.
+In-process tests run the stage's own `run` on a one-cell grid with one worker, a thread of the
+test's process (tests/training.py). The slow tests run `mlpstudy train` in fresh processes where
+the point is the process boundary: bitwise reproducibility, and resuming after a real SIGKILL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import keras
@@ -25,15 +27,19 @@ import yaml
 from mlflow.tracking import MlflowClient
 from project import TINY_UNITS, shrunk_cell
 from synthetic import make_digits
+from training import only, train_one
 
 from stages import train as train_stage
-from stages.lib.core.cell_config import config_digest, effective_config, flat_params
+from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.core.config import AXES, ConfigError, Params
+from stages.lib.core.errors import StageError
 from stages.lib.core.grid import Cell, make_cell
 from stages.lib.core.paths import Paths
-from stages.lib.training import progress, resume
+from stages.lib.data.prepared import load_split
+from stages.lib.training import checkpoint, grid_plan, outputs, progress
 from stages.lib.training.callbacks import HISTORY_COLUMNS, ResumableEarlyStopping
-from stages.lib.training.train_outputs import history_csv, summarize
+from stages.lib.training.cell_job import CellResult
+from stages.lib.training.outputs import history_csv, summarize
 
 BIN = Path(sys.executable).parent
 CELL = shrunk_cell("relu", "he_normal", "adam", 0)
@@ -59,7 +65,8 @@ def make_project(
     **train: Any,
 ) -> Params:
     """A project at `root`: the real params.yaml, shrunk to the one-cell grid of `cell` (its
-    architecture has `hidden_units`), and synthetic data/prepared splits."""
+    architecture has `hidden_units`), and synthetic data/prepared splits. `mlpstudy train --root
+    <root>` trains that grid (with params.yaml's `parallel_cells` unless `train` sets it)."""
     settings = {"epochs": 3, "steps_per_execution": 4}
     grid = {axis: [getattr(cell, axis)] for axis in AXES}
     params_dict["train"].update({**settings, **grid, **train})
@@ -78,15 +85,17 @@ def read_history(paths: Paths, key: str = CELL.key) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def train_command(root: Path, cell=CELL) -> list[str]:
-    return [
-        str(BIN / "mlpstudy"),
-        "train",
-        *("--activation", cell.activation, "--initializer", cell.initializer),
-        *("--optimizer", cell.optimizer, "--architecture", cell.architecture),
-        *("--batch-size", str(cell.batch_size), "--dropout", str(cell.dropout)),
-        *("--seed", str(cell.seed), "--root", str(root)),
-    ]
+def train_command(root: Path) -> list[str]:
+    """`mlpstudy train` on the grid of root's params.yaml (make_project: one cell)."""
+    return [str(BIN / "mlpstudy"), "train", "--root", str(root)]
+
+
+def model_weights(paths: Paths, key: str = CELL.key) -> list[np.ndarray]:
+    return keras.models.load_model(paths.model_file(key)).get_weights()
+
+
+def without_timing(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
 def clean_environment() -> dict[str, str]:
@@ -175,38 +184,40 @@ def test_history_csv_has_the_documented_columns_then_extras():
 # ----------------------------------------------------------------------------- checkpoints
 def write_commit(folder: Path, epoch: int, weights: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / resume.WEIGHTS_FILE).write_bytes(weights)
-    np.savez(folder / resume.BEST_WEIGHTS_FILE, w0=np.full(2, epoch))
+    (folder / checkpoint.WEIGHTS_FILE).write_bytes(weights)
+    np.savez(folder / checkpoint.BEST_WEIGHTS_FILE, w0=np.full(2, epoch))
     state = {"rows": [{"epoch": e} for e in range(1, epoch + 1)]}
-    (folder / resume.METADATA_FILE).write_text(json.dumps({"epoch": epoch, "state": state}))
+    (folder / checkpoint.METADATA_FILE).write_text(json.dumps({"epoch": epoch, "state": state}))
 
 
 def test_a_commit_cut_short_after_its_metadata_is_finished(tmp_path):
     write_commit(tmp_path, 1, b"epoch 1")
-    write_commit(tmp_path / resume.STAGING, 2, b"epoch 2")
-    (tmp_path / resume.STAGING / resume.WEIGHTS_FILE).replace(tmp_path / resume.WEIGHTS_FILE)
+    write_commit(tmp_path / checkpoint.STAGING, 2, b"epoch 2")
+    (tmp_path / checkpoint.STAGING / checkpoint.WEIGHTS_FILE).replace(
+        tmp_path / checkpoint.WEIGHTS_FILE
+    )
 
-    checkpoint = resume.load(tmp_path)
+    saved = checkpoint.load(tmp_path)
 
-    assert checkpoint is not None
-    assert checkpoint.epochs_completed == 2
-    assert len(checkpoint.state["rows"]) == 2
-    assert checkpoint.best_weights is not None and checkpoint.best_weights[0].tolist() == [2, 2]
-    assert (tmp_path / resume.WEIGHTS_FILE).read_bytes() == b"epoch 2"
-    assert not (tmp_path / resume.STAGING).exists()
+    assert saved is not None
+    assert saved.epochs_completed == 2
+    assert len(saved.state["rows"]) == 2
+    assert saved.best_weights is not None and saved.best_weights[0].tolist() == [2, 2]
+    assert (tmp_path / checkpoint.WEIGHTS_FILE).read_bytes() == b"epoch 2"
+    assert not (tmp_path / checkpoint.STAGING).exists()
 
 
 def test_a_commit_cut_short_before_its_metadata_is_discarded(tmp_path):
     write_commit(tmp_path, 1, b"epoch 1")
-    write_commit(tmp_path / resume.STAGING, 2, b"epoch 2")
-    (tmp_path / resume.STAGING / resume.METADATA_FILE).unlink()
+    write_commit(tmp_path / checkpoint.STAGING, 2, b"epoch 2")
+    (tmp_path / checkpoint.STAGING / checkpoint.METADATA_FILE).unlink()
 
-    checkpoint = resume.load(tmp_path)
+    saved = checkpoint.load(tmp_path)
 
-    assert checkpoint is not None and checkpoint.epochs_completed == 1
-    assert (tmp_path / resume.WEIGHTS_FILE).read_bytes() == b"epoch 1"
-    assert not (tmp_path / resume.STAGING).exists()
-    assert resume.load(tmp_path / "empty") is None
+    assert saved is not None and saved.epochs_completed == 1
+    assert (tmp_path / checkpoint.WEIGHTS_FILE).read_bytes() == b"epoch 1"
+    assert not (tmp_path / checkpoint.STAGING).exists()
+    assert checkpoint.load(tmp_path / "empty") is None
 
 
 def test_early_stopping_state_survives_a_restart():
@@ -238,35 +249,292 @@ def test_early_stopping_state_survives_a_restart():
     assert epochs(fresh, range(3, 5)) is None  # without its state it would train on
 
 
+# ---------------------------------------------------------------------------------- the plan
+DATA = {"train": "a" * 64, "validation": "b" * 64}
+OTHER = shrunk_cell("leaky_relu", "he_normal", "adam", 0)
+
+
+def two_cell_params(real_params_dict: dict[str, Any], **train: Any) -> Params:
+    """The real params with the grid of CELL and OTHER (they differ in the activation)."""
+    grid = {axis: [getattr(CELL, axis)] for axis in AXES}
+    grid["activation"] = [CELL.activation, OTHER.activation]
+    real_params_dict["train"].update({**grid, **train})
+    real_params_dict["train"]["architectures"][CELL.architecture] = TINY_UNITS
+    return Params.model_validate(real_params_dict)
+
+
+def finish(paths: Paths, planned: grid_plan.PlannedCell) -> None:
+    """Write the files a trained cell leaves, its run.json carrying `planned`'s digest."""
+    key = planned.cell.key
+    paths.model_dir(key).mkdir(parents=True, exist_ok=True)
+    paths.model_file(key).write_bytes(b"a model")
+    paths.run_record(key).write_text(json.dumps({"config_digest": planned.digest}))
+    paths.train_reports(key).mkdir(parents=True, exist_ok=True)
+    (paths.train_reports(key) / outputs.METRICS_FILE).write_text("{}")
+    (paths.train_reports(key) / outputs.HISTORY_FILE).write_text("epoch\n")
+
+
+def reasons(params: Params, paths: Paths, data: dict[str, str] = DATA) -> dict[str, str | None]:
+    return {
+        planned.cell.key: planned.reason for planned in grid_plan.plan(params, paths, data).cells
+    }
+
+
+def test_the_plan_trains_the_new_cells_and_skips_those_whose_result_carries_their_digest(
+    tmp_path, real_params_dict
+):
+    params, paths = two_cell_params(real_params_dict), Paths.at(tmp_path)
+    fresh = grid_plan.plan(params, paths, DATA)
+    assert [planned.cell.key for planned in fresh.cells] == [CELL.key, OTHER.key]  # grid order
+    assert [planned.describe() for planned in fresh.pending] == [
+        f"{CELL.key} (new)",
+        f"{OTHER.key} (new)",
+    ]
+    assert fresh.summary() == "train: 2 of 2 cells to train (0 up to date)"
+
+    finish(paths, fresh.cells[0])
+    half = grid_plan.plan(params, paths, DATA)
+    assert reasons(params, paths) == {CELL.key: None, OTHER.key: grid_plan.NEW}
+    assert half.summary() == "train: 1 of 2 cells to train (1 up to date)"
+    assert [planned.digest for planned in half.cells] == [planned.digest for planned in fresh.cells]
+
+    finish(paths, half.cells[1])
+    done = grid_plan.plan(params, paths, DATA)
+    assert done.pending == []
+    assert done.summary() == "train: all 2 cells of the grid are up to date; nothing to train"
+    # A setting of a variant no cell uses, and a speed-only setting, re-train nothing.
+    unused = json.loads(json.dumps(real_params_dict))
+    unused["train"]["optimizers"]["sgd"]["learning_rate"] = 0.5
+    assert set(reasons(two_cell_params(unused, parallel_cells=7), paths).values()) == {None}
+
+
+def test_a_cell_whose_configuration_data_or_training_code_changed_is_planned_as_changed(
+    tmp_path, real_params_dict, monkeypatch
+):
+    params, paths = two_cell_params(real_params_dict), Paths.at(tmp_path)
+    for planned in grid_plan.plan(params, paths, DATA).cells:
+        finish(paths, planned)
+    changed = grid_plan.CHANGED
+
+    def edited(edit) -> Params:
+        copy = json.loads(json.dumps(real_params_dict))
+        edit(copy["train"])
+        return Params.model_validate(copy)
+
+    slope = edited(lambda train: train["activations"]["leaky_relu"].update(negative_slope=0.1))
+    assert reasons(slope, paths) == {CELL.key: None, OTHER.key: changed}  # only its cells
+    assert reasons(edited(lambda train: train.update(epochs=2)), paths) == {
+        CELL.key: changed,
+        OTHER.key: changed,
+    }
+    assert reasons(params, paths, {**DATA, "validation": "c" * 64}) == {
+        CELL.key: changed,
+        OTHER.key: changed,
+    }
+    with monkeypatch.context() as patch:
+        patch.setattr(grid_plan, "training_code_digest", lambda: "edited code")
+        assert reasons(params, paths) == {CELL.key: changed, OTHER.key: changed}
+    assert set(reasons(params, paths).values()) == {None}
+    # One cell's record of another digest: only that cell trains again.
+    paths.run_record(OTHER.key).write_text(json.dumps({"config_digest": "0" * 64}))
+    assert reasons(params, paths) == {CELL.key: None, OTHER.key: changed}
+    # A record that cannot be read is no record: the cell is new.
+    paths.run_record(OTHER.key).write_text("{not json")
+    assert reasons(params, paths) == {CELL.key: None, OTHER.key: grid_plan.NEW}
+
+
+def test_a_cell_missing_an_output_or_holding_a_checkpoint_is_planned_with_its_reason(
+    tmp_path, real_params_dict
+):
+    params, paths = two_cell_params(real_params_dict), Paths.at(tmp_path)
+    first, second = grid_plan.plan(params, paths, DATA).cells
+    for planned in (first, second):
+        finish(paths, planned)
+
+    (paths.train_reports(CELL.key) / outputs.HISTORY_FILE).unlink()
+    paths.model_file(OTHER.key).unlink()
+    assert reasons(params, paths) == {
+        CELL.key: grid_plan.INCOMPLETE,
+        OTHER.key: grid_plan.INCOMPLETE,
+    }
+    assert grid_plan.plan(params, paths, DATA).pending[0].describe() == (
+        f"{CELL.key} (outputs missing)"
+    )
+
+    # A killed run left two committed epochs of CELL (of its current digest): it continues them.
+    write_commit(paths.checkpoints / first.digest, 2, b"epoch 2")
+    write_commit(paths.checkpoints / ("0" * 64), 5, b"another configuration's epochs")
+    planned = grid_plan.plan(params, paths, DATA)
+    interrupted = planned.cells[0]
+    assert (interrupted.reason, interrupted.epochs_done) == (grid_plan.INTERRUPTED, 2)
+    assert interrupted.describe() == f"{CELL.key} (interrupted: continues after epoch 2)"
+    assert planned.cells[1].reason == grid_plan.INCOMPLETE  # another digest's checkpoint: not its
+    # A commit cut short before its metadata is no epoch: nothing to continue.
+    checkpoint.remove(paths.checkpoints / first.digest)
+    (paths.checkpoints / first.digest / checkpoint.STAGING).mkdir(parents=True)
+    assert reasons(params, paths)[CELL.key] == grid_plan.INCOMPLETE
+
+
+# ------------------------------------------------------------------------- installing a cell
+def test_install_replaces_each_cell_folder_as_a_whole_and_leaves_no_siblings(tmp_path):
+    paths = Paths.at(tmp_path)
+    key = CELL.key
+    folders = (paths.model_dir(key), paths.train_reports(key))
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "stale.txt").write_text("from an earlier training")
+    paths.model_dir("other").mkdir()
+    (paths.model_dir("other") / "model.keras").write_bytes(b"another cell")
+    # What an install cut short by a kill left beside the folder.
+    (paths.models / f".{key}.incoming").mkdir()
+    (paths.models / f".{key}.incoming" / "half.bin").write_bytes(b"half")
+    (paths.train_reports_dir / f".{key}.replaced").mkdir()
+    files = {
+        f"data/models/{key}/model.keras": b"model",
+        f"data/models/{key}/run.json": b"{}",
+        f"reports/train/{key}/metrics.json": b"{}",
+        f"reports/train/{key}/nested/history.csv": b"epoch\n",
+    }
+
+    outputs.install(paths.root, folders, files)
+
+    def tree(folder: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+
+    assert tree(paths.model_dir(key)) == {"model.keras": b"model", "run.json": b"{}"}
+    assert tree(paths.train_reports(key)) == {
+        "metrics.json": b"{}",
+        "nested/history.csv": b"epoch\n",
+    }
+    assert sorted(p.name for p in paths.models.iterdir()) == sorted([key, "other"])
+    assert [p.name for p in paths.train_reports_dir.iterdir()] == [key]
+    assert tree(paths.model_dir("other")) == {"model.keras": b"another cell"}
+
+
+def test_remove_leftovers_drops_only_what_an_install_cut_short_left(tmp_path):
+    models = tmp_path / "models"
+    for name in ("cell-a", ".cell-a.incoming", ".cell-b.replaced", ".gitignore-like"):
+        (models / name).mkdir(parents=True)
+
+    outputs.remove_leftovers(models)
+    outputs.remove_leftovers(tmp_path / "absent")  # nothing there: nothing to do
+
+    assert sorted(p.name for p in models.iterdir()) == [".gitignore-like", "cell-a"]
+
+
+# -------------------------------------------------------------------------------- progress
+class Worker:
+    """What EpochEvents needs of a Dask worker: `log_event`, here recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def log_event(self, topic: str, message: dict[str, Any]) -> None:
+        self.events.append((topic, message))
+
+
+def test_epochs_are_published_by_the_worker_and_printed_by_the_stage(real_params_dict):
+    params = Params.model_validate(real_params_dict)
+    limit = params.train.epochs
+    job = SimpleNamespace(key=CELL.key, params=params)
+
+    def lines(rows: list[dict[str, float]], stopped: bool, epochs: int = 0) -> list[str]:
+        worker = Worker()
+        events = progress.EpochEvents(worker, "topic", job)
+        events.resume(rows, stopped)
+        events.on_train_begin()
+        for epoch in range(epochs):
+            events.on_epoch_begin(epoch)
+            # In the order Keras 3 hands them over (the line keeps it).
+            logs = {"accuracy": 0.8, "loss": 0.5, "val_accuracy": 0.9125, "val_loss": 0.25}
+            events.on_epoch_end(epoch, logs)
+        assert {topic for topic, _ in worker.events} <= {"topic"}
+        return [progress.epoch_line(message) for _, message in worker.events]
+
+    assert lines([], False) == []  # a fresh start says nothing before its first epoch
+    (line,) = lines([], False, epochs=1)
+    assert re.fullmatch(
+        rf"train {re.escape(CELL.key)} epoch 1/{limit}: loss 0\.5000 val_accuracy 0\.9125 "
+        r"val_loss 0\.2500 \(\d+\.\d\d s\)",
+        line,
+    ), line
+    one = [{"epoch": 1, "val_accuracy": 0.91}]
+    assert lines(one, False) == [
+        f"train {CELL.key}: 1 epoch trained before; training on, up to {limit}"
+    ]
+    twelve = [{"epoch": e, "val_accuracy": 0.9} for e in range(1, 13)]
+    assert lines(twelve, True) == [f"train {CELL.key}: 12 epochs trained before; stopped early"]
+
+
+def test_the_grid_progress_counts_the_cells_and_estimates_the_time_left():
+    grid = progress.GridProgress(total=3, parallel=2)
+
+    def done(key: str, seconds: float, epochs: int) -> str:
+        metrics = {"epochs_run": epochs, "best_val_accuracy": 0.97712}
+        return grid.cell_line(CellResult(key, {}, metrics, seconds))
+
+    # Left: the cells still to train x the mean time of those done / the cells trained at once.
+    assert done("a", 40, 7) == (
+        "train [1/3] a: 7 epochs, best val_accuracy 0.9771 (40 s) | ~40 s left"
+    )
+    assert done("b", 200, 1) == (
+        "train [2/3] b: 1 epoch, best val_accuracy 0.9771 (3.3 min) | ~60 s left"
+    )
+    assert done("c", 9000, 2).endswith("(2.5 h) | grid done")
+
+
 # ----------------------------------------------------------------------- training, in-process
 @pytest.mark.slow
 def test_train_writes_its_outputs_and_one_fully_tracked_run(
-    tmp_path, real_params_dict, monkeypatch
+    tmp_path, real_params_dict, monkeypatch, capsys
 ):
     root = tmp_path / "project"
     params = make_project(root, real_params_dict)
     paths = Paths.at(root)
-    monkeypatch.setenv("DVC_STAGE", f"train@{CELL.key}")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
 
-    metrics = train_stage.run(params, CELL, paths)
+    result = train_stage.run(only(params, CELL), paths)
+
+    assert result == {"trained": [CELL.key], "up_to_date": []}
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == [
+        "train: 1 of 1 cells to train (0 up to date)",
+        f"  {CELL.key} (new)",
+        "train: on 1 worker (a LocalCluster in this process)",
+    ]
+    epoch_lines = [line for line in printed if line.startswith(f"train {CELL.key} epoch ")]
+    assert [line.split()[3] for line in epoch_lines] == ["1/3:", "2/3:", "3/3:"]
+    assert re.fullmatch(
+        rf"train \[1/1\] {re.escape(CELL.key)}: 3 epochs, best val_accuracy \d\.\d{{4}} "
+        r"\(\d+ s\) \| grid done",
+        printed[-1],
+    ), printed
+    metrics = json.loads((paths.train_reports(CELL.key) / "metrics.json").read_text())
 
     # DVC outputs
-    assert json.loads((paths.train_reports(CELL.key) / "metrics.json").read_text()) == metrics
     assert metrics["epochs_run"] == 3 and metrics["device"] == "CPU:0"
     assert metrics["best_val_accuracy"] > 0.9  # the synthetic digits are learnable
+    assert f"{metrics['best_val_accuracy']:.4f}" in printed[-1]
     history = read_history(paths)
     assert list(history[0]) == list(HISTORY_COLUMNS)
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
-    model = keras.models.load_model(paths.model_dir(CELL.key) / "model.keras")
+    assert (paths.train_reports(CELL.key) / "diagnostics.csv").is_file()
+    model = keras.models.load_model(paths.model_file(CELL.key))
     assert model.count_params() == metrics["parameter_count"]
-    record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
+    record = json.loads(paths.run_record(CELL.key).read_text())
     assert record["cell"]["key"] == CELL.key
     assert record["config"]["hidden_units"] == [16]  # the effective config, defaults included
     assert record["config"]["hyperparameters"]["optimizer"] == {
         "type": "adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999
     }  # fmt: skip
-    assert list(paths.checkpoints.glob("*")) == []
+    (planned,) = grid_plan.plan(params, paths, data_digests(paths)).cells
+    assert record["config_digest"] == planned.digest and not planned.pending
+    assert list(paths.checkpoints.glob("*")) == []  # installed: nothing left to resume
+    assert [p.name for p in paths.models.iterdir()] == [CELL.key]  # no .incoming/.replaced
 
     # MLflow: one finished run, named after the cell, in the study's experiment at the root
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
@@ -282,7 +550,7 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     assert (run.data.tags["activation"], run.data.tags["seed"]) == ("relu", "0")
     factors = ("architecture", "batch_size", "dropout")  # every axis is a tag (Group by)
     assert [run.data.tags[factor] for factor in factors] == ["tiny", "64", "0.0"]
-    assert run.data.tags["mlflow.source.name"].startswith("mlpstudy train --activation relu")
+    assert run.data.tags["mlflow.source.name"] == f"mlpstudy train (cell {CELL.key})"
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert (run.info.run_name, run.info.status) == (CELL.key, "FINISHED")
     assert run.data.params["optimizer.learning_rate"] == "0.001"
@@ -290,7 +558,7 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     assert run.data.params["epochs"] == "3"
     tags = run.data.tags
     assert tags["study"] == params.study.name and tags["cell"] == CELL.key
-    assert tags["dvc_stage"] == "train@relu-he_normal-adam-tiny-64-0.0-0"
+    assert tags["dvc_stage"] == "train"
     assert tags["dvc_exp"] == "exp-test"
     assert tags["git_commit"] == "unknown"
     assert re.fullmatch("[0-9a-f]{64}", tags["data.train_digest"])
@@ -319,6 +587,20 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     images, _ = make_digits(8, 5)
     np.testing.assert_array_equal(np.array(logged(images)), np.array(model(images)))
 
+    # Run again: the cell is up to date, so nothing trains and MLflow gets no new run.
+    model_bytes = paths.model_file(CELL.key).read_bytes()
+    assert train_stage.run(only(params, CELL), paths) == {"trained": [], "up_to_date": [CELL.key]}
+    assert capsys.readouterr().out == (
+        "train: all 1 cells of the grid are up to date; nothing to train\n"
+    )
+    assert paths.model_file(CELL.key).read_bytes() == model_bytes
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # the cell's and its parent
+
+
+def data_digests(paths: Paths) -> dict[str, str]:
+    """The digests of the prepared splits the stage trains on."""
+    return {name: array_digest(*load_split(paths, name)) for name in ("train", "validation")}
+
 
 @pytest.mark.slow
 def test_renamed_variants_of_every_kind_train_with_diagnostics_on(tmp_path, real_params_dict):
@@ -334,10 +616,10 @@ def test_renamed_variants_of_every_kind_train_with_diagnostics_on(tmp_path, real
     assert params.train.diagnostics.enabled  # the default
     paths = Paths.at(root)
 
-    metrics = train_stage.run(params, cell, paths)
+    metrics = train_one(params, cell, paths)
 
     assert metrics["epochs_run"] == 2
-    record = json.loads((paths.model_dir(cell.key) / "run.json").read_text())
+    record = json.loads(paths.run_record(cell.key).read_text())
     types = {factor: record["config"]["hyperparameters"][factor]["type"] for factor in
              ("activation", "initializer", "optimizer")}  # fmt: skip
     assert types == {"activation": "leaky_relu", "initializer": "random_normal", "optimizer": "sgd"}
@@ -360,11 +642,11 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(tmp_path, real_p
     np.savez(validation, images=images, labels=(labels + 5) % 10)
     paths = Paths.at(root)
 
-    metrics = train_stage.run(params, CELL, paths)
+    metrics = train_one(params, CELL, paths)
 
     assert metrics["stopped_early"] is True
     assert metrics["epochs_run"] < 8
-    model = keras.models.load_model(paths.model_dir(CELL.key) / "model.keras")
+    model = keras.models.load_model(paths.model_file(CELL.key))
     loss = model.evaluate(images, (labels + 5) % 10, batch_size=64, verbose=0, return_dict=True)
     assert loss["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4)
 
@@ -376,16 +658,30 @@ def test_bad_input_stops_before_the_store_or_any_output(tmp_path, real_params_di
     root = tmp_path / "project"
     params = make_project(root, real_params_dict)
     paths = Paths.at(root)
-    (root / "data" / "prepared" / "validation.npz").unlink()
+    validation = root / "data" / "prepared" / "validation.npz"
+    kept = validation.read_bytes()
+    validation.unlink()
 
     with pytest.raises(ConfigError, match=r"validation\.npz"):
-        train_stage.run(params, CELL, paths)
-    if not tf.config.list_physical_devices("GPU"):
-        gpu = params.model_copy(update={"train": params.train.model_copy(update={"device": "gpu"})})
-        with pytest.raises(ConfigError, match=r"train\.device: 'gpu' but TensorFlow sees no GPU"):
-            train_stage.run(gpu, CELL, paths)
+        train_one(params, CELL, paths)
     assert not paths.mlflow_db.exists()
-    assert not paths.model_dir(CELL.key).exists()
+    assert not paths.models.exists() and not paths.checkpoints.exists()
+    if tf.config.list_physical_devices("GPU"):
+        return
+    # The device is chosen where the cell trains, on its worker: the cell fails, named, before
+    # a run of its own exists, and nothing is installed.
+    validation.write_bytes(kept)
+    with pytest.raises(
+        StageError,
+        match=rf"train: 1 of 1 cells failed \({re.escape(CELL.key)}: ConfigError: train\.device: "
+        r"'gpu' but TensorFlow sees no GPU",
+    ):
+        train_one(params, CELL, paths, device="gpu")
+    assert not paths.models.exists() and not paths.train_reports_dir.exists()
+    assert list(paths.checkpoints.glob("*")) == []
+    client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments, "tags.kind = 'cell'") == []
 
 
 CPU_THREADS_SCRIPT = """
@@ -416,151 +712,47 @@ def test_cpu_threads_take_effect_before_tensorflow_starts_and_are_refused_after(
     ]
 
 
-# ------------------------------------------------------------------ training, fresh processes
-@pytest.mark.slow
-def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_params_dict):
-    roots = [tmp_path / "first", tmp_path / "second"]
-    for root in roots:
-        make_project(root, json.loads(json.dumps(real_params_dict)), n_train=1000, cell=DROPOUT)
-        processes.run(
-            train_command(root, DROPOUT), check=True, env=clean_environment(), timeout=300
-        )
-
-    first, second = (
-        keras.models.load_model(Paths.at(root).model_dir(DROPOUT.key) / "model.keras")
-        for root in roots
-    )
-    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    histories = [read_history(Paths.at(root), DROPOUT.key) for root in roots]
-    for row_a, row_b in zip(*histories, strict=True):
-        assert {k: v for k, v in row_a.items() if k != "epoch_seconds"} == {
-            k: v for k, v in row_b.items() if k != "epoch_seconds"
-        }
-
-
-@pytest.mark.slow
-def test_a_cell_resuming_from_a_checkpoint_says_what_was_trained_before(
-    tmp_path, real_params_dict, capsys
-):
-    params = Params.model_validate(real_params_dict)
-    limit = params.train.epochs
-    tracker = progress.for_cell(params, CELL, tmp_path / "progress.json", "1")
-
-    def first_line(rows: list[dict[str, float]], stopped: bool) -> str:
-        callback = progress.EpochProgress(tracker)
-        if rows:
-            callback.resume(rows, stopped)
-        callback.on_train_begin()
-        return capsys.readouterr().out
-
-    label = tracker.label
-    assert first_line([], False) == f"{label}: training (up to {limit} epochs)\n"
-    one = [{"epoch": 1, "val_accuracy": 0.91}]
-    assert first_line(one, False) == (
-        f"{label}: 1 epoch trained before (val_accuracy 0.9100); training on, up to {limit}\n"
-    )
-    twelve = [{"epoch": e, "val_accuracy": 0.9 + e / 1000} for e in range(1, 13)]
-    assert first_line(twelve, True) == (
-        f"{label}: 12 epochs trained before (val_accuracy 0.9120); stopped early\n"
-    )
-    all_of_them = [{"epoch": e, "val_accuracy": 0.95} for e in range(1, limit + 1)]
-    assert first_line(all_of_them, False).endswith("; nothing left to train\n")
-
-
-@pytest.mark.slow
-def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, real_params_dict):
-    epochs, n_train, batch_size = 8, 6000, 16
-    root = tmp_path / "project"
-    cell = CELL.model_copy(update={"batch_size": batch_size})
-    make_project(
-        root,
-        real_params_dict,
-        n_train=n_train,
-        n_validation=500,
-        cell=cell,
-        hidden_units=[64],
-        epochs=epochs,
-        steps_per_execution=1,
-        early_stopping_patience=100,  # on, so its state is checkpointed too, but never stopping
-        parallel_cells=1,  # the stage's own run exists mid-cell (the pool: test_train_pool.py)
-    )
-    paths = Paths.at(root)
-    first = processes.spawn(
-        train_command(root, cell), log=tmp_path / "first.log", env=clean_environment()
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not list(paths.checkpoints.glob(f"*/{resume.METADATA_FILE}")):
-            assert first.process.poll() is None, "training ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
-    finally:
-        first.kill()  # SIGKILL: no cleanup runs
-    assert first.process.returncode == -9
-    (folder,) = paths.checkpoints.iterdir()
-    checkpoint = resume.load(folder)
-    assert checkpoint is not None and 1 <= checkpoint.epochs_completed < epochs
-    run_id = resume.read_run_file(folder)["run_id"]
-
-    second = processes.run(train_command(root, cell), env=clean_environment(), timeout=300)
-
-    assert second.returncode == 0, second.stderr[-3000:]
-    announced = re.findall(r"epoch (\d+)/\d+", second.stdout)
-    assert int(announced[0]) == checkpoint.epochs_completed + 1
-    last = checkpoint.state["rows"][-1]["val_accuracy"]
-    assert re.search(
-        rf"train@{re.escape(cell.key)} \[cell \d+/\d+\]: {checkpoint.epochs_completed} epochs? "
-        rf"trained before \(val_accuracy {last:.4f}\); training on, up to {epochs}\n",
-        second.stdout,
-    ), second.stdout[:2000]
-    history = read_history(paths, cell.key)
-    assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))
-    for row, saved in zip(history, checkpoint.state["rows"], strict=False):
-        assert float(row["val_loss"]) == saved["val_loss"]
-    record = json.loads((paths.model_dir(cell.key) / "run.json").read_text())
-    assert record["run_id"] == run_id
-    client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
-    runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
-    assert [(run.info.run_id, run.info.status) for run in runs] == [(run_id, "FINISHED")]
-    for key in METRIC_KEYS:
-        steps = [m.step for m in client.get_metric_history(run_id, key)]
-        assert steps == list(range(1, epochs + 1)), key
-    model = keras.models.load_model(paths.model_dir(cell.key) / "model.keras")
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    assert int(model.optimizer.iterations) == epochs * steps_per_epoch  # optimizer state resumed
-    assert not folder.exists()
-
-
 @pytest.mark.slow
 def test_a_crash_after_training_finishes_the_cell_without_training_or_logging_twice(
     tmp_path, real_params_dict, monkeypatch
 ):
+    """The worker trained every epoch and logged the model, then failed writing the model file:
+    the next run takes the finished epochs from the checkpoint and trains none again."""
+    from stages.lib.training import cell_training
+
     root = tmp_path / "project"
     params = make_project(root, real_params_dict)
     paths = Paths.at(root)
-    save_model = train_stage.save_model
 
     def crash(*args: Any) -> None:
         raise RuntimeError("killed while writing the outputs")
 
-    monkeypatch.setattr(train_stage, "save_model", crash)
-    with pytest.raises(RuntimeError, match="killed while writing"):
-        train_stage.run(params, CELL, paths)
-    monkeypatch.setattr(train_stage, "save_model", save_model)
+    monkeypatch.setattr(cell_training, "save_model", crash)
+    with pytest.raises(StageError, match=rf"{re.escape(CELL.key)}: RuntimeError: killed while"):
+        train_one(params, CELL, paths)
+    assert not paths.models.exists() and not paths.train_reports_dir.exists()  # none installed
+    (folder,) = paths.checkpoints.iterdir()
+    saved = checkpoint.load(folder)
+    assert saved is not None and saved.epochs_completed == 3
+    (planned,) = grid_plan.plan(params, paths, data_digests(paths)).cells
+    assert planned.describe() == f"{CELL.key} (interrupted: continues after epoch 3)"
+    monkeypatch.setattr(cell_training, "save_model", outputs.save_model)
     epochs_trained = []
 
     class CountEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             epochs_trained.append(epoch)
 
-    monkeypatch.setattr(train_stage, "extra_callbacks", lambda context: [CountEpochs()])
+    # The diagnostics are the extra callbacks a cell's training adds: count epochs in their place.
+    monkeypatch.setattr(cell_training, "diagnostics_callbacks", lambda context: [CountEpochs()])
 
-    metrics = train_stage.run(params, CELL, paths)
+    metrics = train_one(params, CELL, paths)
 
     assert epochs_trained == []
     assert metrics["epochs_run"] == 3
-    record = json.loads((paths.model_dir(CELL.key) / "run.json").read_text())
+    assert [row["epoch"] for row in read_history(paths)] == ["1", "2", "3"]
+    assert not folder.exists()
+    record = json.loads(paths.run_record(CELL.key).read_text())
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
     assert [(run.info.run_id, run.info.status) for run in runs] == [(record["run_id"], "FINISHED")]
@@ -581,8 +773,112 @@ def test_mirrored_strategy_trains_and_reports_its_replicas(tmp_path, real_params
     root = tmp_path / "project"
     params = make_project(root, real_params_dict, epochs=1, distribute="mirrored")
 
-    metrics = train_stage.run(params, CELL, Paths.at(root))
+    metrics = train_one(params, CELL, Paths.at(root))
 
     replicas = max(1, len(tf.config.list_logical_devices("GPU")))
     assert metrics["device"] == f"mirrored:{replicas}"
     assert metrics["epochs_run"] == 1
+
+
+# ------------------------------------------------------------------ training, fresh processes
+@pytest.mark.slow
+def test_two_fresh_processes_train_bitwise_identical_models(tmp_path, real_params_dict):
+    """One trains the cell on a worker thread of its own process (parallel_cells: 1), the other
+    on a worker process of a local cluster (2): a speed-only setting, the very same numbers."""
+    roots = {1: tmp_path / "thread", 2: tmp_path / "worker-process"}
+    for parallel, root in roots.items():
+        params = json.loads(json.dumps(real_params_dict))
+        make_project(root, params, n_train=1000, cell=DROPOUT, parallel_cells=parallel)
+        result = processes.run(train_command(root), env=clean_environment(), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        where = "in this process" if parallel == 1 else "on 127.0.0.1"
+        assert f"train: on {parallel} worker{'s' * (parallel > 1)} (a LocalCluster {where})" in (
+            result.stdout
+        )
+
+    first, second = (Paths.at(root) for root in roots.values())
+    for a, b in zip(
+        model_weights(first, DROPOUT.key), model_weights(second, DROPOUT.key), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert without_timing(read_history(first, DROPOUT.key)) == without_timing(
+        read_history(second, DROPOUT.key)
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, real_params_dict):
+    """`mlpstudy train` SIGKILLed mid-cell; run again, it continues the cell's checkpoint in the
+    same MLflow run, and ends with what an uninterrupted run trains, bit for bit."""
+    epochs, n_train, batch_size = 8, 6000, 16
+    cell = CELL.model_copy(update={"batch_size": batch_size})
+    settings = {
+        "n_train": n_train,
+        "n_validation": 500,
+        "cell": cell,
+        "hidden_units": [64],
+        "epochs": epochs,
+        "steps_per_execution": 1,
+        "early_stopping_patience": 100,  # on, so its state is checkpointed too, but never stopping
+        "parallel_cells": 1,  # the cell trains in the killed process itself
+    }
+    root, reference = tmp_path / "project", tmp_path / "uninterrupted"
+    make_project(root, json.loads(json.dumps(real_params_dict)), **settings)
+    make_project(reference, json.loads(json.dumps(real_params_dict)), **settings)
+    paths = Paths.at(root)
+    first = processes.spawn(
+        train_command(root), log=tmp_path / "first.log", env=clean_environment()
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}")):
+            assert first.process.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        first.kill()  # SIGKILL: no cleanup runs
+    assert first.process.returncode == -9
+    assert not paths.models.exists()  # nothing installed before the cell finished
+    (folder,) = paths.checkpoints.iterdir()
+    saved = checkpoint.load(folder)
+    assert saved is not None and 1 <= saved.epochs_completed < epochs
+    run_id = checkpoint.read_run_file(folder)["run_id"]
+    done = saved.epochs_completed
+
+    second = processes.run(train_command(root), env=clean_environment(), timeout=300)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    lines = second.stdout.splitlines()
+    assert f"  {cell.key} (interrupted: continues after epoch {done})" in lines
+    assert (
+        f"train {cell.key}: {done} epoch{'s' * (done > 1)} trained before; training on, up to "
+        f"{epochs}" in lines
+    ), second.stdout[:2000]
+    announced = re.findall(rf"train {re.escape(cell.key)} epoch (\d+)/{epochs}:", second.stdout)
+    assert [int(epoch) for epoch in announced] == list(range(done + 1, epochs + 1))
+    history = read_history(paths, cell.key)
+    assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))
+    for row, row_saved in zip(history, saved.state["rows"], strict=False):
+        assert float(row["val_loss"]) == row_saved["val_loss"]
+    record = json.loads(paths.run_record(cell.key).read_text())
+    assert record["run_id"] == run_id
+    assert folder.name == record["config_digest"]  # .mlpstudy/checkpoints/<config digest>
+    client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
+    runs = client.search_runs([record["experiment_id"]], "tags.kind = 'cell'")
+    assert [(run.info.run_id, run.info.status) for run in runs] == [(run_id, "FINISHED")]
+    for key in METRIC_KEYS:
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert steps == list(range(1, epochs + 1)), key
+    model = keras.models.load_model(paths.model_file(cell.key))
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    assert int(model.optimizer.iterations) == epochs * steps_per_epoch  # optimizer state resumed
+    assert not folder.exists()
+
+    # The same cell trained without a kill: the same weights and history, bit for bit.
+    uninterrupted = processes.run(train_command(reference), env=clean_environment(), timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    for a, b in zip(
+        model_weights(paths, cell.key), model_weights(Paths.at(reference), cell.key), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert without_timing(history) == without_timing(read_history(Paths.at(reference), cell.key))

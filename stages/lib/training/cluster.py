@@ -98,7 +98,8 @@ def connect(parallel_cells: int) -> Iterator[Client]:
             threads_per_worker=1,
             processes=processes,
             **({"host": LOOPBACK} if processes else {}),
-            dashboard_address=None,
+            dashboard_address=f"{LOOPBACK}:0",  # Dask's HTTP endpoints too: loopback only
+            worker_dashboard_address=f"{LOOPBACK}:0",
             silence_logs=logging.ERROR,
         )
     with cluster, Client(cluster) as client:
