@@ -9,6 +9,7 @@ from conftest import PROJECT_ROOT
 from typer.main import get_command
 
 from stages.cli import app
+from stages.lib.core.code import PLUMBING, stage_modules
 from stages.lib.core.config import AXES, NAMED, SPEED_ONLY, Params
 from stages.lib.core.paths import Paths
 
@@ -90,18 +91,6 @@ def test_train_cells_declare_every_value_that_defines_them():
     assert not {f"train.{name}" for name in (*AXES, *maps)} & set(train["params"])
 
 
-# Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
-# change what a stage computes, so they are not deps (editing one must not re-run the grid).
-PLUMBING = {"stages/lib/core/config.py", "stages/lib/core/variants.py", "stages/lib/core/paths.py"}
-PLUMBING |= {
-    "stages/lib/core/errors.py",
-    "stages/lib/core/grid.py",
-    "stages/lib/core/config_messages.py",
-}
-PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
-PLUMBING |= {"stages/lib/core/code.py"}  # which code trained a checkpoint ahead: never a number
-
-
 def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:
     """The project's own modules that `module_file` imports, transitively."""
     import ast
@@ -122,6 +111,7 @@ def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Pat
 
 
 def test_each_stage_depends_on_exactly_the_code_it_runs():
+    """Less PLUMBING (stages/lib/core/code.py): modules that never change what a stage computes."""
     for name, stage in DVC["stages"].items():
         module = PROJECT_ROOT / "stages" / f"{name}.py"
         code = {module} | project_imports(module)
@@ -130,6 +120,8 @@ def test_each_stage_depends_on_exactly_the_code_it_runs():
         assert listed == expected, (
             f"{name}: dvc.yaml lists {sorted(listed)}, code {sorted(expected)}"
         )
+        # What evaluate digests to tell whether its code changed since a cell was evaluated.
+        assert set(stage_modules(name)) == expected, name
 
 
 # ------------------------------------------------------------------ folders and import directions
