@@ -38,6 +38,7 @@ from stages.lib.evaluation.classifier import (
     check_keras_file,
     export_classifier,
     load_classifier,
+    predict_logits,
 )
 from stages.lib.evaluation.evaluation_record import Trained
 
@@ -174,7 +175,7 @@ def _evaluate_cell(
     files: dict,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, metrics.json) of one cell, its files written and its classifier exported."""
-    logits = model.predict(images, batch_size=params.evaluate.batch_size, verbose=0)
+    logits = predict_logits(model, images, params.evaluate.batch_size)
     summary = metrics.summarize(logits, labels)
     result = evaluation_tables.write_tables(files, summary, labels)
     from stages.lib.evaluation import evaluation_figures

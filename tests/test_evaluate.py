@@ -27,8 +27,9 @@ from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split, write_splits
-from stages.lib.evaluation import evaluation_record
-from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
+from stages.lib.evaluation import confusion_figure, evaluation_figures, evaluation_record
+from stages.lib.evaluation import metrics as metrics_module
+from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier, predict_logits
 from stages.lib.tracking import changed_metrics
 
 CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)  # the one cell of shrink()
@@ -450,3 +451,46 @@ def test_files_of_cells_no_longer_in_the_grid_are_removed(evaluated, store_env, 
     assert not [path for path in paths.evaluate_cell_outputs(gone) if path.exists()]
     assert not stray.exists()
     assert modified(paths) == stamps
+
+
+# ------------------------------------------------------------------ per-cell cost, same outputs
+def test_predict_logits_are_what_model_predict_returns_to_the_bit():
+    """tanh after a Dense layer is one fused op in the traced function that `predict` runs and
+    two eager ops when the model is called: those differ in the last bits, these must not."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28), dtype="uint8")
+    hidden = keras.layers.Dense(32, activation="tanh")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Dense(32, "sigmoid")(hidden)))
+    images, _ = make_digits(300, seed=4)  # 300 = 4 batches of 64 and one of 44
+
+    logits = predict_logits(model, images, 64)
+
+    expected = model.predict(images, batch_size=64, verbose=0)
+    assert logits.shape == (300, 10) and logits.dtype == expected.dtype
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_figures_drawn_again_for_another_cell_have_the_pixels_of_figures_built_for_it(tmp_path):
+    """Both figures are built once per process and redrawn per cell; what a cell gets must not
+    depend on the cells drawn before it (the constrained layout would start from their layout)."""
+    images, labels = make_digits(2000, seed=5)
+    cells = []
+    for seed, key in ((6, "relu-he_normal-sgd-base-256-0.0-0"), (7, "x")):
+        logits = np.random.default_rng(seed).normal(size=(len(labels), 10))
+        logits[np.arange(len(labels)), labels] += 1.5 + seed / 10
+        cells.append((key, logits, metrics_module.summarize(logits, labels)))
+
+    def draw(key: str, logits: np.ndarray, summary: dict, folder: Path) -> dict[str, bytes]:
+        files = {name: folder / name for name in ("confusion.png", "misclassified.png")}
+        evaluation_figures.draw_cell(images, labels, logits, summary, SHOWN, key, files)
+        return {name: file.read_bytes() for name, file in files.items()}
+
+    for key, logits, summary in cells:  # the second cell's figures are the first's, redrawn
+        redrawn = draw(key, logits, summary, tmp_path)
+    confusion_figure._confusion_figure.cache_clear()
+    evaluation_figures._mistakes_figure.cache_clear()
+    built = draw(*cells[-1], tmp_path)  # built for that cell alone
+
+    assert redrawn == built

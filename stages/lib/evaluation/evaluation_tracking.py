@@ -40,7 +40,8 @@ def metric_values(summary: dict[str, Any]) -> dict[str, float]:
 
 def cell_run(experiment: Experiment, run_id: str) -> Run | None:
     """The live run `run_id` of the experiment, or None (not in this store, deleted, or of
-    another experiment): the check before any file is written."""
+    another experiment). Read once per cell evaluated: the check before any file is written,
+    then what `log_evaluation` compares with (nothing else writes the run in between)."""
     try:
         run = experiment.client.get_run(run_id)
     except MlflowException:
@@ -53,10 +54,11 @@ def cell_run(experiment: Experiment, run_id: str) -> Run | None:
 def log_evaluation(
     client: MlflowClient, run: Run, summary: dict[str, Any], files: Mapping[str, Path]
 ) -> dict[str, float]:
-    """The test metrics, and each of `files` under its name in `evaluation/`, into `run`."""
+    """The test metrics, and each of `files` under its name in `evaluation/`, into `run` (as
+    `cell_run` read it): the changed metrics in one batch, the files in one call."""
     run_id = run.info.run_id
-    runs.refresh_dvc_exp(client, run_id)
-    logged = log_changed_metrics(client, run_id, metric_values(summary))
+    _follow(client, run_id, run.data.tags.get(runs.DVC_EXP_TAG))
+    logged = log_changed_metrics(client, run_id, metric_values(summary), run.data.metrics)
     with tempfile.TemporaryDirectory(prefix="mlpstudy-evaluation-") as staging:
         for name, file in files.items():
             shutil.copyfile(file, Path(staging) / name)
