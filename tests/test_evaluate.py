@@ -28,7 +28,9 @@ from stages.lib.core.config import ConfigError, Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split, write_splits
-from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier
+from stages.lib.evaluation import confusion_figure, evaluation_figures, evaluation_record
+from stages.lib.evaluation import metrics as metrics_module
+from stages.lib.evaluation.classifier import EXPORT_FILE, export_classifier, predict_logits
 from stages.lib.tracking import changed_metrics
 
 CELL = shrunk_cell("relu", "glorot_uniform", "adam", 0)  # the one cell of shrink()
@@ -74,6 +76,12 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory):
 
 def run_id(paths: Paths) -> str:
     return json.loads(paths.run_record(CELL.key).read_text())["run_id"]
+
+
+def modified(paths: Paths, key: str = CELL.key) -> dict[str, int]:
+    """When each file that evaluate wrote for the cell was last written (ns), by its path."""
+    files = evaluation_record.cell_outputs(paths, key)
+    return {str(file.relative_to(paths.root)): file.stat().st_mtime_ns for file in files}
 
 
 def client(paths: Paths) -> MlflowClient:
@@ -200,14 +208,17 @@ def test_metrics_and_artifacts_are_in_the_cells_own_run(evaluated):
 
 
 @pytest.mark.slow
-def test_evaluating_again_adds_no_run_and_no_metric_point(evaluated, monkeypatch):
+def test_evaluating_a_cell_again_adds_no_run_and_no_metric_point(evaluated, monkeypatch):
     paths, params, result = evaluated
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     store = client(paths)
     experiment = store.get_run(run_id(paths)).info.experiment_id
     runs_before = len(store.search_runs([experiment]))  # the cell's run and its grid's parent
+    stamps = modified(paths)
+    paths.evaluate_record(CELL.key).unlink()  # no record: the cell is evaluated again
     assert evaluate.run(params, paths, [CELL])[CELL.key] == result
+    assert modified(paths).keys() == stamps.keys() and modified(paths) != stamps  # rewritten
     assert len(store.search_runs([experiment])) == runs_before
     assert len(store.search_runs([experiment], "tags.kind = 'cell'")) == 1
     logged = [key for key in store.get_run(run_id(paths)).data.metrics if key.startswith("test/")]
@@ -329,3 +340,159 @@ def test_evaluating_outside_the_dvc_experiment_that_trained_a_cell_clears_its_ta
     monkeypatch.delenv("DVC_EXP_NAME")
     evaluate.run(params, paths, [CELL])
     assert "dvc_exp" not in store.get_run(identifier).data.tags
+
+
+# --------------------------------------------------------------- incremental: what is evaluated
+def evaluate_again(paths: Paths, params: Params, capsys: pytest.CaptureFixture) -> str:
+    """Run evaluate on the one-cell grid; return its last line (how many cells it evaluated)."""
+    capsys.readouterr()
+    evaluate.run(params, paths, [CELL])
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def store_env(monkeypatch):
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.slow
+def test_an_up_to_date_cell_is_skipped_and_its_files_are_untouched(evaluated, store_env, capsys):
+    paths, params, result = evaluated
+    stamps = modified(paths)
+    record = json.loads(paths.evaluate_record(CELL.key).read_text())
+    assert record["run_id"] == run_id(paths)
+    assert (
+        record["config_digest"]
+        == json.loads(paths.run_record(CELL.key).read_text())["config_digest"]
+    )
+
+    assert evaluate_again(paths, params, capsys) == "evaluate: 0 cells evaluated, 1 up to date"
+    assert modified(paths) == stamps
+    assert evaluate.run(params, paths, [CELL])[CELL.key] == result  # read from metrics.json
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", ["config_digest", "run_id"])
+def test_a_cell_trained_again_is_evaluated_again(evaluated, store_env, capsys, field):
+    """A new run id or config digest in run.json is another trained result: the cell's files
+    are rewritten and its record names the new one (a new run's metrics land in that run)."""
+    paths, params, result = evaluated
+    record_file = paths.run_record(CELL.key)
+    original = record_file.read_text()
+    trained = json.loads(original)
+    if field == "run_id":
+        store = client(paths)
+        experiment = store.get_run(trained["run_id"]).info.experiment_id
+        trained["run_id"] = store.create_run(experiment, tags={"kind": "test"}).info.run_id
+    else:
+        trained["config_digest"] = "0" * 64
+    stamps = modified(paths)
+    try:
+        record_file.write_text(json.dumps(trained))
+        line = evaluate_again(paths, params, capsys)
+        changed = modified(paths)
+        record = json.loads(paths.evaluate_record(CELL.key).read_text())
+        if field == "run_id":
+            logged = client(paths).get_run(trained["run_id"]).data.metrics
+            assert logged["test/accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-6)
+    finally:
+        record_file.write_text(original)
+        evaluate.run(params, paths, [CELL])  # back to the module's trained result
+    assert line == "evaluate: 1 cell evaluated, 0 up to date"
+    assert changed.keys() == stamps.keys()
+    assert all(changed[name] != stamps[name] for name in stamps), "every file written again"
+    assert record[field] == trained[field]
+
+
+@pytest.mark.slow
+def test_a_missing_file_or_other_evaluate_params_evaluate_the_cell_again(
+    evaluated, store_env, capsys
+):
+    paths, params, _ = evaluated
+    figure = paths.evaluate_figures(CELL.key) / "misclassified.png"
+    figure.unlink()
+    assert evaluate_again(paths, params, capsys) == "evaluate: 1 cell evaluated, 0 up to date"
+    assert figure.is_file()
+
+    fewer = params.model_copy(
+        update={"evaluate": params.evaluate.model_copy(update={"misclassified_shown": 4})}
+    )
+    drawn = figure.read_bytes()
+    try:
+        assert evaluate_again(paths, fewer, capsys) == "evaluate: 1 cell evaluated, 0 up to date"
+        assert figure.read_bytes() != drawn  # 4 digits shown instead of 9
+    finally:
+        evaluate.run(params, paths, [CELL])
+    assert figure.read_bytes() == drawn
+
+
+@pytest.mark.slow
+def test_files_of_cells_no_longer_in_the_grid_are_removed(evaluated, store_env, capsys):
+    """Evaluate's outputs always equal the grid: a cell that left it (here: its files copied
+    under another key) and a stray file in an output folder both go; the cell's own stay."""
+    paths, params, _ = evaluated
+    gone = shrunk_cell("tanh", "glorot_uniform", "adam", 0).key
+    for source, target in zip(
+        paths.evaluate_cell_outputs(CELL.key), paths.evaluate_cell_outputs(gone), strict=True
+    ):
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    stray = paths.evaluate_metrics_dir / ".left-by-a-killed-run.tmp"
+    stray.write_text("{}")
+    stamps = modified(paths)
+
+    line = evaluate_again(paths, params, capsys)
+
+    assert line == (
+        "evaluate: 0 cells evaluated, 1 up to date; removed the files of 1 cell no longer in "
+        "the grid"
+    )
+    assert not [path for path in paths.evaluate_cell_outputs(gone) if path.exists()]
+    assert not stray.exists()
+    assert modified(paths) == stamps
+
+
+# ------------------------------------------------------------------ per-cell cost, same outputs
+def test_predict_logits_are_what_model_predict_returns_to_the_bit():
+    """tanh after a Dense layer is one fused op in the traced function that `predict` runs and
+    two eager ops when the model is called: those differ in the last bits, these must not."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28), dtype="uint8")
+    hidden = keras.layers.Dense(32, activation="tanh")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Dense(32, "sigmoid")(hidden)))
+    images, _ = make_digits(300, seed=4)  # 300 = 4 batches of 64 and one of 44
+
+    logits = predict_logits(model, images, 64)
+
+    expected = model.predict(images, batch_size=64, verbose=0)
+    assert logits.shape == (300, 10) and logits.dtype == expected.dtype
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_figures_drawn_again_for_another_cell_have_the_pixels_of_figures_built_for_it(tmp_path):
+    """Both figures are built once per process and redrawn per cell; what a cell gets must not
+    depend on the cells drawn before it (the constrained layout would start from their layout)."""
+    images, labels = make_digits(2000, seed=5)
+    cells = []
+    for seed, key in ((6, "relu-he_normal-sgd-base-256-0.0-0"), (7, "x")):
+        logits = np.random.default_rng(seed).normal(size=(len(labels), 10))
+        logits[np.arange(len(labels)), labels] += 1.5 + seed / 10
+        cells.append((key, logits, metrics_module.summarize(logits, labels)))
+
+    def draw(key: str, logits: np.ndarray, summary: dict, folder: Path) -> dict[str, bytes]:
+        files = {name: folder / name for name in ("confusion.png", "misclassified.png")}
+        evaluation_figures.draw_cell(images, labels, logits, summary, SHOWN, key, files)
+        return {name: file.read_bytes() for name, file in files.items()}
+
+    for key, logits, summary in cells:  # the second cell's figures are the first's, redrawn
+        redrawn = draw(key, logits, summary, tmp_path)
+    confusion_figure._confusion_figure.cache_clear()
+    evaluation_figures._mistakes_figure.cache_clear()
+    built = draw(*cells[-1], tmp_path)  # built for that cell alone
+
+    assert redrawn == built

@@ -10,7 +10,7 @@ from typer.main import get_command
 
 from stages.cli import app
 from stages.lib.core.cell_config import SHARED_SETTINGS
-from stages.lib.core.code import TRAINING_CODE
+from stages.lib.core.code import PLUMBING, stage_modules
 from stages.lib.core.config import SPEED_ONLY, Params
 from stages.lib.core.paths import Paths
 
@@ -86,20 +86,9 @@ def test_the_train_stage_runs_on_the_whole_section_and_its_digest_covers_its_cod
     # DVC re-runs the stage when one of these files changes, and the same files' digest is in
     # every cell's configuration digest, so the stage then re-trains every cell.
     code = [dep for dep in train["deps"] if dep.startswith("stages/")]
-    assert code == list(TRAINING_CODE)
+    assert code == stage_modules("train")
     # Speed-only settings never enter a cell's configuration (re-running trains nothing).
     assert not set(SPEED_ONLY) & set(SHARED_SETTINGS)
-
-
-# Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
-# change what a stage computes, so they are not deps (editing one must not re-run the grid).
-PLUMBING = {"stages/lib/core/config.py", "stages/lib/core/variants.py", "stages/lib/core/paths.py"}
-PLUMBING |= {
-    "stages/lib/core/errors.py",
-    "stages/lib/core/grid.py",
-    "stages/lib/core/config_messages.py",
-}
-PLUMBING |= {"stages/lib/core/atomic.py", "stages/__init__.py", "stages/lib/__init__.py"}
 
 
 def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -122,6 +111,7 @@ def project_imports(module_file: Path, seen: set[Path] | None = None) -> set[Pat
 
 
 def test_each_stage_depends_on_exactly_the_code_it_runs():
+    """Less PLUMBING (stages/lib/core/code.py): modules that never change what a stage computes."""
     for name, stage in DVC["stages"].items():
         module = PROJECT_ROOT / "stages" / f"{name}.py"
         code = {module} | project_imports(module)
@@ -130,6 +120,8 @@ def test_each_stage_depends_on_exactly_the_code_it_runs():
         assert listed == expected, (
             f"{name}: dvc.yaml lists {sorted(listed)}, code {sorted(expected)}"
         )
+        # What train and evaluate digest to tell whether their code changed since a cell's result.
+        assert set(stage_modules(name)) == expected, name
 
 
 # ------------------------------------------------------------------ folders and import directions

@@ -332,7 +332,7 @@ def test_a_cell_whose_configuration_data_or_training_code_changed_is_planned_as_
         OTHER.key: changed,
     }
     with monkeypatch.context() as patch:
-        patch.setattr(grid_plan, "training_code_digest", lambda: "edited code")
+        patch.setattr(grid_plan, "stage_digest", lambda stage: f"edited {stage} code")
         assert reasons(params, paths) == {CELL.key: changed, OTHER.key: changed}
     assert set(reasons(params, paths).values()) == {None}
     # One cell's record of another digest: only that cell trains again.

@@ -1,55 +1,73 @@
-"""Which training code runs: the files the `train` stage depends on, and their digest.
-
-A cell's configuration digest covers this digest, so editing the training code re-trains every
-cell (as DVC re-runs the stage), while an edit elsewhere (the report) re-trains none. A worker of
-the cluster whose copy of these files differs from the driver's is refused (version skew).
-dvc.yaml lists the same files as the train stage's code dependencies (tests/test_layout.py).
-"""
+"""Which code a stage runs: its modules (what dvc.yaml lists as its code deps; tests/test_layout.py
+checks it) and their digest, for what must not outlive an edit of that code: a trained cell (its
+configuration digest covers the train stage's code, so editing it re-trains every cell, as DVC
+re-runs the stage, while an edit elsewhere re-trains none; a cluster worker with other code is
+refused) and an evaluated cell (evaluate's own code)."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[3]  # holds the `stages` package
-
-TRAINING_CODE: tuple[str, ...] = (
-    "stages/lib/core/cell_config.py",
-    "stages/lib/core/code.py",
-    "stages/lib/core/keras_defaults.py",
-    "stages/lib/core/stopwatch.py",
-    "stages/lib/data/idx.py",
-    "stages/lib/data/prepared.py",
-    "stages/lib/tracking/runs.py",
-    "stages/lib/tracking/store_check.py",
-    "stages/lib/tracking/study_tracking.py",
-    "stages/lib/tracking/tracking.py",
-    "stages/lib/tracking/tracking_log.py",
-    "stages/lib/training/batches.py",
-    "stages/lib/training/callbacks.py",
-    "stages/lib/training/cell_job.py",
-    "stages/lib/training/cell_training.py",
-    "stages/lib/training/checkpoint.py",
-    "stages/lib/training/cluster.py",
-    "stages/lib/training/device.py",
-    "stages/lib/training/diagnostics.py",
-    "stages/lib/training/fitting.py",
-    "stages/lib/training/grid_plan.py",
-    "stages/lib/training/mlflow_run.py",
-    "stages/lib/training/model.py",
-    "stages/lib/training/outputs.py",
-    "stages/lib/training/probe_measures.py",
-    "stages/lib/training/progress.py",
-    "stages/train.py",
+PACKAGE = Path(__file__).resolve().parents[2]  # the `stages` package
+ROOT = PACKAGE.parent
+# Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
+# change what a stage computes, so they are not its deps (editing one must not re-run the grid).
+PLUMBING = frozenset(
+    {
+        "stages/__init__.py",
+        "stages/lib/__init__.py",
+        "stages/lib/core/atomic.py",
+        "stages/lib/core/code.py",  # which code runs: never a number
+        "stages/lib/core/config.py",
+        "stages/lib/core/config_messages.py",
+        "stages/lib/core/errors.py",
+        "stages/lib/core/grid.py",
+        "stages/lib/core/paths.py",
+        "stages/lib/core/variants.py",
+    }
 )
 
 
+def stage_modules(stage: str) -> list[str]:
+    """`stages/<stage>.py` and the project modules it imports, transitively (imports inside
+    functions too), less PLUMBING, as paths from the project root: the code whose edit changes
+    what the stage computes, which dvc.yaml lists as its deps (tests/test_layout.py checks it)."""
+    found: set[Path] = set()
+    pending = [PACKAGE / f"{stage}.py"]
+    while pending:
+        module = pending.pop()
+        if module in found:
+            continue
+        found.add(module)
+        pending.extend(_imported_files(module))
+    names = {module.relative_to(ROOT).as_posix() for module in found}
+    return sorted(names - PLUMBING)
+
+
 @functools.cache
-def training_code_digest() -> str:
-    """SHA-256 over the training code's names and contents, read once per process: it names the
-    code this process runs (imported at its start), however often it is asked."""
+def stage_digest(stage: str) -> str:
+    """A digest of `stage_modules(stage)`, names and contents (read once per process)."""
+    return _digest([ROOT / name for name in stage_modules(stage)], ROOT)
+
+
+def _imported_files(module: Path) -> list[Path]:
+    """The files of the project modules that `module` imports (`from stages.x import y` may
+    import the module `stages.x.y`)."""
+    names = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names if alias.name.startswith("stages")]
+    files = [ROOT / (name.replace(".", "/") + ".py") for name in names]
+    return [file for file in files if file.is_file()]
+
+
+def _digest(files: list[Path], base: Path) -> str:
     code = hashlib.sha256()
-    for name in TRAINING_CODE:
-        code.update(name.encode() + b"\0" + (PROJECT / name).read_bytes() + b"\0")
+    for file in files:
+        code.update(file.relative_to(base).as_posix().encode() + b"\0" + file.read_bytes())
     return code.hexdigest()

@@ -100,7 +100,9 @@ class Paths:
 
     @property
     def evaluate_outputs(self) -> tuple[Path, ...]:
-        """Every folder evaluate writes, each a DVC output that a run replaces as a whole."""
+        """Every folder evaluate writes, each a DVC output kept from run to run (`persist`):
+        evaluate itself rewrites the files of the cells it evaluates and removes the files of
+        cells no longer in the grid."""
         return (
             self.exported,
             self.evaluate_metrics_dir,
@@ -108,6 +110,17 @@ class Paths:
             self.evaluate_tables_dir,
             self.evaluate_figures_dir,
         )
+
+    def evaluate_cell_outputs(self, cell_key: str) -> tuple[Path, ...]:
+        """What evaluate writes for a cell, each entry directly inside one of evaluate_outputs."""
+        cell = (self.export_dir, self.evaluate_metrics, self.evaluate_predictions)
+        cell += (self.evaluate_tables, self.evaluate_figures)
+        return tuple(path(cell_key) for path in cell)
+
+    def evaluate_record(self, cell_key: str) -> Path:
+        """What the cell's evaluate files were made from, written after them (evaluate skips the
+        cell while its inputs match: stages/lib/evaluation/evaluation_record.py)."""
+        return self.export_dir(cell_key) / "evaluated.json"
 
     def evaluate_metrics(self, cell_key: str) -> Path:
         return self.evaluate_metrics_dir / f"{cell_key}.json"

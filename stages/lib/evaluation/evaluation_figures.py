@@ -1,69 +1,81 @@
-"""The two figures of the evaluate stage: the confusion heatmap and a grid of mistakes.
+"""The two figures of the evaluate stage: the confusion heatmap (confusion_figure.py) and a
+grid of mistakes.
 
 As in dataset_figures: matplotlib is imported inside the functions and used through `Figure`
 objects (no pyplot state). The grid is one image with text on it rather than one axes per digit:
-54 cells each draw it, and a single axes renders several times faster than 36.
+a single axes renders several times faster than 36.
+
+A grid of thousands of cells draws both figures thousands of times (issue 21), so each figure is
+built once per process and redrawn for every cell with that cell's data and texts: the same
+pixels as a figure built for the cell alone (tested), without building it again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.lib.core.atomic import atomic_path
 from stages.lib.evaluation import metrics
+from stages.lib.evaluation.confusion_figure import DPI, save_confusion, save_png
 from stages.lib.evaluation.evaluation_tables import CONFUSION_FIGURE, MISTAKES_FIGURE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
+    from matplotlib.text import Text
 
-DPI = 100
 TILE = 28  # pixels of a digit
 GAP = 4  # pixels between tiles
 TITLE_ROOM = 15  # pixels above each tile for its two-line title
 
 
-def _save(figure: Figure, target: Path) -> None:
-    """Render `figure` to a PNG at `target` through a temp file, so no half-written PNG remains."""
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
+@dataclass(frozen=True)
+class _Mistakes:
+    figure: Figure
+    image: AxesImage
+    titles: list[Text]  # one per tile
+    columns: int
+    rows: int
 
 
-def save_confusion(counts: np.ndarray, normalized: np.ndarray, title: str, target: Path) -> None:
-    """Heatmap coloured by the share of each true digit, with the counts written in the cells.
-
-    Colouring by share, not count, keeps a rare digit's mistakes as visible as a common one's.
-    """
+@functools.cache
+def _mistakes_figure(count: int) -> _Mistakes:
+    """The grid for `count` digits: its size follows the count, so one figure per count."""
     from matplotlib.figure import Figure
 
-    classes = counts.shape[0]
-    figure = Figure(figsize=(7.5, 6.5), dpi=DPI, layout="constrained")
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    step_x, step_y = TILE + GAP, TILE + TITLE_ROOM
+    inches_per_tile = 1.15
+    title_inches = 0.55
+    width = max(columns * inches_per_tile, 4.0)
+    height = rows * inches_per_tile * step_y / step_x + title_inches
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - title_inches / height)
     ax = figure.add_subplot()
-    image = ax.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
-    for true in range(classes):
-        for predicted in range(classes):
-            count = int(counts[true, predicted])
-            dark = normalized[true, predicted] > 0.5
-            ax.text(
-                predicted,
-                true,
-                str(count),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if dark else ("black" if count else "#b0b0b0"),
-            )
-    ticks = np.arange(classes)
-    ax.set_xticks(ticks)
-    ax.set_yticks(ticks)
-    ax.set_xlabel("Predicted digit")
-    ax.set_ylabel("True digit")
-    ax.set_title(title)
-    figure.colorbar(image, ax=ax, label="Share of the true digit's test images", shrink=0.85)
-    _save(figure, target)
+    empty = np.ma.masked_invalid(np.full((rows * step_y, columns * step_x), np.nan))
+    image = ax.imshow(empty, cmap=_gray_with_background(), vmin=0, vmax=255)
+    ax.set_axis_off()
+    titles = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        x, y = column * step_x + step_x / 2, row * step_y + TITLE_ROOM - 1
+        titles.append(ax.text(x, y, "", ha="center", va="bottom", fontsize=7.5, linespacing=1.05))
+    if count == 0:
+        ax.text(
+            0.5,
+            0.5,
+            "no misclassified test digits",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    return _Mistakes(figure, image, titles, columns, rows)
 
 
 def save_mistakes(
@@ -75,51 +87,20 @@ def save_mistakes(
     target: Path,
 ) -> None:
     """A grid of digits titled "true 4 → pred 9" and "(0.87)", the probability of the prediction."""
-    from matplotlib.figure import Figure
-
-    count = len(images)
-    columns = max(1, math.ceil(math.sqrt(count)))
-    rows = max(1, math.ceil(count / columns))
+    drawn = _mistakes_figure(len(images))
     step_x, step_y = TILE + GAP, TILE + TITLE_ROOM
-    canvas = np.full((rows * step_y, columns * step_x), np.nan)
-    for index in range(count):
-        row, column = divmod(index, columns)
+    canvas = np.full((drawn.rows * step_y, drawn.columns * step_x), np.nan)
+    for index, text in enumerate(drawn.titles):
+        row, column = divmod(index, drawn.columns)
         top, left = row * step_y + TITLE_ROOM, column * step_x + GAP // 2
         canvas[top : top + TILE, left : left + TILE] = images[index]
-
-    inches_per_tile = 1.15
-    title_inches = 0.55
-    width = max(columns * inches_per_tile, 4.0)
-    height = rows * inches_per_tile * step_y / step_x + title_inches
-    figure = Figure(figsize=(width, height), dpi=DPI)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - title_inches / height)
-    ax = figure.add_subplot()
-    colormap = _gray_with_background()
-    ax.imshow(np.ma.masked_invalid(canvas), cmap=colormap, vmin=0, vmax=255)
-    ax.set_axis_off()
-    for index in range(count):
-        row, column = divmod(index, columns)
-        ax.text(
-            column * step_x + step_x / 2,
-            row * step_y + TITLE_ROOM - 1,
+        text.set_text(
             f"true {int(labels[index])} → pred {int(predictions[index])}\n"
-            f"({float(confidence[index]):.2f})",
-            ha="center",
-            va="bottom",
-            fontsize=7.5,
-            linespacing=1.05,
+            f"({float(confidence[index]):.2f})"
         )
-    if count == 0:
-        ax.text(
-            0.5,
-            0.5,
-            "no misclassified test digits",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
-    figure.suptitle(title, fontsize=10)
-    _save(figure, target)
+    drawn.image.set_data(np.ma.masked_invalid(canvas))
+    drawn.figure.suptitle(title, fontsize=10)
+    save_png(drawn.figure, target)
 
 
 def _gray_with_background():  # -> matplotlib.colors.Colormap

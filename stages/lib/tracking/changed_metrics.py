@@ -22,14 +22,18 @@ def _same(old: float, new: float) -> bool:
 
 
 def log_changed_metrics(
-    client: MlflowClient, run_id: str, values: Mapping[str, float]
+    client: MlflowClient,
+    run_id: str,
+    values: Mapping[str, float],
+    latest: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Log the `values` that differ from the run's latest ones, in batches; return those logged.
 
-    One `get_run` reads every latest value; the history is read only for the changed metrics,
-    to put their new point one step after the last.
+    One `get_run` reads every latest value, unless the caller has read them already (`latest`,
+    the run's `data.metrics`); the history is read only for the changed metrics, to put their new
+    point one step after the last.
     """
-    latest = client.get_run(run_id).data.metrics
+    latest = client.get_run(run_id).data.metrics if latest is None else latest
     changed = {
         key: value
         for key, value in values.items()

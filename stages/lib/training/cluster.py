@@ -34,7 +34,7 @@ import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 from distributed.scheduler import KilledWorker
 
-from stages.lib.core.code import training_code_digest
+from stages.lib.core.code import stage_digest
 from stages.lib.core.errors import StageError
 from stages.lib.training.cell_job import CellJob, CellResult, Splits
 
@@ -53,7 +53,7 @@ def environment() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         **{package: version(package) for package in PACKAGES},
-        "training code": training_code_digest()[:12],
+        "training code": stage_digest("train")[:12],
     }
 
 

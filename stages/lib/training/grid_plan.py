@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.lib.core.cell_config import config_digest, effective_config
-from stages.lib.core.code import training_code_digest
+from stages.lib.core.code import stage_digest
 from stages.lib.core.config import Params
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths
@@ -63,7 +63,7 @@ class GridPlan:
 
 def plan(params: Params, paths: Paths, data_digests: dict[str, str]) -> GridPlan:
     """Every cell of the grid in params.yaml, with the reason it must train (or none)."""
-    code = training_code_digest()
+    code = stage_digest("train")
     cells = []
     for cell in grid(params.train):
         config = effective_config(params, cell)
