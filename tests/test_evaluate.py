@@ -268,7 +268,7 @@ def test_missing_train_outputs_stop_before_any_work(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = tiny_params()
     paths = write_project(tmp_path, params)
-    hint = r"run `dvc repro train` first"
+    hint = rf"delete data/models/{CELL.key}/ \(if any\) and run `dvc repro train`"
     with pytest.raises(
         ConfigError, match=rf"data/models/{CELL.key}/model.keras: no such file; {hint}"
     ):
@@ -305,7 +305,8 @@ def test_cli_reports_a_missing_model_in_one_line_with_exit_code_2(tmp_path):
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert "\n" not in message
-    assert message.endswith("run `dvc repro train` first") and "model.keras" in message
+    remedy = f"delete data/models/{CELL.key}/ (if any) and run `dvc repro train`"
+    assert message.endswith(remedy) and "model.keras" in message
 
 
 @pytest.mark.slow

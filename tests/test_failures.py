@@ -441,7 +441,7 @@ def test_a_truncated_model_file_is_bad_input_named_in_one_line(project):
     assert result.exit_code == 2
     assert one_line(result) == (
         f"data/models/{CELL.key}/model.keras: not a Keras model (a `.keras` file saved by "
-        "Keras 3); run `dvc repro train` first"
+        f"Keras 3); delete data/models/{CELL.key}/ (if any) and run `dvc repro train`"
     )
     assert snapshot(project.root / "reports") == reports
 
@@ -465,6 +465,6 @@ def test_a_model_file_with_damaged_weights_is_bad_input_named_in_one_line(projec
     assert result.exit_code == 2
     line = one_line(result)
     assert line.startswith(f"data/models/{CELL.key}/model.keras: cannot load the Keras model (")
-    assert line.endswith("; run `dvc repro train` first")
+    assert line.endswith(f"; delete data/models/{CELL.key}/ (if any) and run `dvc repro train`")
     assert snapshot(project.root / "reports") == reports
     assert run_statuses(f"sqlite:///{project.mlflow_db}") == ["FINISHED"]

@@ -33,7 +33,7 @@ from stages import train as train_stage
 from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
 from stages.lib.core.config import AXES, ConfigError, Params
 from stages.lib.core.errors import StageError
-from stages.lib.core.grid import Cell, make_cell
+from stages.lib.core.grid import Cell
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split
 from stages.lib.training import checkpoint, grid_plan, outputs, progress
@@ -106,10 +106,9 @@ def clean_environment() -> dict[str, str]:
 def test_mlflow_params_flatten_hyperparameters_under_their_factor(real_params_dict):
     params = Params.model_validate(real_params_dict)
     axes = {"architecture": "deep", "batch_size": 32, "dropout": 0.25}
-    cell = make_cell(
-        params.train, activation="leaky_relu", initializer="random_normal", optimizer="sgd",
-        seed=2, **axes
-    )  # fmt: skip
+    cell = Cell(
+        activation="leaky_relu", initializer="random_normal", optimizer="sgd", seed=2, **axes
+    )
 
     flat = flat_params(effective_config(params, cell))
 

@@ -6,11 +6,10 @@ A cell's key names its folders (data/models/<key>/, reports/train/<key>/) and it
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stages.lib.core.config import AXES, NAMED, ConfigError, TrainParams, undefined
+from stages.lib.core.config import AXES, TrainParams
 from stages.lib.core.variants import Fraction, NonNegativeInt, PositiveInt
 
 
@@ -40,22 +39,3 @@ def grid(train: TrainParams) -> list[Cell]:
         Cell(**dict(zip(AXES, values, strict=True)))
         for values in itertools.product(*(getattr(train, axis) for axis in AXES))
     ]
-
-
-def make_cell(train: TrainParams, **values: Any) -> Cell:
-    """A cell from command-line values (one per axis), with the same one-line errors as
-    `params.yaml`: names must be defined in its maps (they need not be in the grid's lists)."""
-    try:
-        for factor in NAMED:
-            undefined(train, factor, values[factor])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    rules = {
-        "batch_size": (values["batch_size"] >= 1, "a batch size is an integer >= 1"),
-        "dropout": (0 <= values["dropout"] < 1, "dropout is a fraction, 0 <= dropout < 1"),
-        "seed": (values["seed"] >= 0, "a seed is an integer >= 0"),
-    }
-    for axis, (allowed, rule) in rules.items():
-        if not allowed:
-            raise ConfigError(f"{axis}: {values[axis]} is not allowed; {rule}")
-    return Cell(**{axis: values[axis] for axis in AXES})
