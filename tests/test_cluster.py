@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +270,46 @@ def test_the_local_cluster_listens_on_loopback_only_and_dies_with_its_stage(tmp_
     gone = psutil.wait_procs(workers, timeout=60)[1]
     assert gone == [], f"workers outlived their stage: {[p.pid for p in gone]}"
     child.kill()
+
+
+BREAKPOINT_HOOK = """
+import sys
+
+if sys.argv and sys.argv[0].endswith("mlpstudy"):  # the stage's process, not dvc's
+    from stages.lib.training import fitting
+
+    fit_cell = fitting.fit_cell
+
+    def stop_first(*args, **kwargs):
+        breakpoint()  # as a user would put one in the fitting code
+        return fit_cell(*args, **kwargs)
+
+    fitting.fit_cell = stop_first
+"""
+
+
+def test_a_breakpoint_in_the_fitting_code_stops_dvc_repro_with_one_worker(tmp_path) -> None:
+    """With `parallel_cells: 1` the worker is a thread of the stage's own process, which reads
+    the terminal DVC gave it: pdb takes its commands from there."""
+    project, env = make_project(tmp_path, shrink)
+    set_parallel(project, 1)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(BREAKPOINT_HOOK)
+    env = {**env, "PYTHONPATH": str(hooks), "PYTHONBREAKPOINT": "pdb.set_trace"}
+
+    result = subprocess.run(
+        [str(BIN / "dvc"), "repro", "train"],
+        cwd=project,
+        env=env,
+        input="p 'stopped in ' + args[1].cell.key\nc\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    key = shrunk_cell("relu", "glorot_uniform", "adam", 0).key
+    assert f"'stopped in {key}'" in result.stdout, result.stdout[-3000:]
+    assert "(Pdb)" in result.stdout
+    assert re.search(rf"^train \[1/1\] {re.escape(key)}: ", result.stdout, re.M)
