@@ -174,7 +174,7 @@ def train(
     failures = []
     try:
         for future in as_completed(futures):
-            key = futures[future]
+            key = futures.pop(future)  # released once handled: its result leaves the worker
             if future.status == "finished":
                 on_done(future.result())
                 continue
