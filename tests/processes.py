@@ -70,18 +70,20 @@ def spawn(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     errors: Path | None = None,
+    stdin: Path | None = None,
 ) -> Child:
     """Start `command` in its own process group, its stdout (and stderr) going to `log`.
 
-    With `errors`, stderr goes to that file instead.
+    With `errors`, stderr goes to that file instead; with `stdin`, standard input is that file.
     """
     separate = errors.open("w") if errors else contextlib.nullcontext()
-    with log.open("w") as output, separate as error_output:
+    given = stdin.open("rb") if stdin else contextlib.nullcontext()
+    with log.open("w") as output, separate as error_output, given as standard_input:
         process = subprocess.Popen(
             [str(part) for part in command],
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=standard_input or subprocess.DEVNULL,
             stdout=output,
             stderr=error_output or subprocess.STDOUT,
             start_new_session=True,
@@ -98,19 +100,26 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     check: bool = False,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `command` to its end, its stdout and stderr kept apart as in `subprocess.run`.
 
-    With `check`, a non-zero exit fails the test with the command and its output.
+    With `check`, a non-zero exit fails the test with the command and its output; `input_text`
+    is its standard input (else /dev/null).
     """
-    out, err = _temp_file(), _temp_file()
+    out, err, given = _temp_file(), _temp_file(), None
+    if input_text is not None:
+        given = _temp_file()
+        given.write_text(input_text)
     try:
-        child = spawn(command, log=out, errors=err, cwd=cwd, env=env)
+        child = spawn(command, log=out, errors=err, cwd=cwd, env=env, stdin=given)
         code = child.wait(timeout)
         stdout, stderr = _read(out), _read(err)
     finally:
         out.unlink(missing_ok=True)
         err.unlink(missing_ok=True)
+        if given is not None:
+            given.unlink(missing_ok=True)
     if check and code != 0:
         raise AssertionError(
             f"{' '.join(child.command)} exited {code}\nstdout:\n{stdout[-TAIL:]}\n"

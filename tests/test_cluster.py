@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,14 +297,11 @@ def test_a_breakpoint_in_the_fitting_code_stops_dvc_repro_with_one_worker(tmp_pa
     (hooks / "sitecustomize.py").write_text(BREAKPOINT_HOOK)
     env = {**env, "PYTHONPATH": str(hooks), "PYTHONBREAKPOINT": "pdb.set_trace"}
 
-    result = subprocess.run(
-        [str(BIN / "dvc"), "repro", "train"],
+    result = processes.run(
+        [BIN / "dvc", "repro", "train"],
         cwd=project,
         env=env,
-        input="p 'stopped in ' + args[1].cell.key\nc\n",
-        capture_output=True,
-        text=True,
-        timeout=600,
+        input_text="p 'stopped in ' + args[1].cell.key\nc\n",
     )
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
