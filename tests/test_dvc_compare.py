@@ -49,7 +49,7 @@ def declared_as_metrics(pipeline: dict[str, Any]) -> dict[str, Any]:
     """dvc.yaml as it was before: the per-cell files (and the stats) declared as `metrics`."""
     moved = {
         "preprocess": "reports/preprocess/stats.json",
-        "train": "reports/train/${key}/metrics.json",
+        "train": "reports/train",
         "evaluate": "reports/evaluate/metrics",
     }
     for name, path in moved.items():
