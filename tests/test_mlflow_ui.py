@@ -282,7 +282,8 @@ def test_a_new_grid_revision_holds_reused_and_new_cells_and_the_old_parent_goes(
     }
     cell = children["relu-glorot_uniform-adam-tiny-64-0.0-1"]
     assert cell["activation"] == "relu" and cell["seed"] == "1"
-    assert cell["mlflow.source.name"].startswith("mlpstudy train --activation relu")
+    assert cell["mlflow.source.name"] == f"mlpstudy train (cell {cell['cell']})"
+    assert cell["cell"] == "relu-glorot_uniform-adam-tiny-64-0.0-1"
     note = cell["mlflow.note.content"]
     assert note.startswith("Cell relu-glorot_uniform-adam-tiny-64-0.0-1 of ")
     assert "architecture tiny, batch size 64, dropout 0.0, seed 1" in note
