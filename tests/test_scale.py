@@ -290,6 +290,14 @@ def slow_two_cells(params: dict[str, Any]) -> None:
     train["parallel_cells"] = 1  # one after the other: one cell finished, the next one killed
 
 
+def _run_of(checkpoint_folder: Path) -> str | None:
+    """The MLflow run a checkpoint belongs to; None while it is being written or removed."""
+    try:
+        return checkpoint.read_run_file(checkpoint_folder).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
 def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_one(tmp_path) -> None:
     project, env = make_project(tmp_path, slow_two_cells, n_train=6000)
     paths = Paths.at(project)
@@ -303,7 +311,13 @@ def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_on
             assert first.process.poll() is None, first.output()[-3000:]
             assert time.monotonic() < deadline, "no second cell's checkpoint within 300 s"
             records = list((project / "data" / "models").glob("*/run.json"))
-            committed = list(paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"))
+            finished_runs = {json.loads(record.read_text())["run_id"] for record in records}
+            # The finished cell's own checkpoint lives on for a moment after its install.
+            committed = [
+                metadata
+                for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}")
+                if _run_of(metadata.parent) not in finished_runs | {None}
+            ]
             if records and committed:
                 break
             time.sleep(0.05)
