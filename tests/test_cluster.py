@@ -201,6 +201,68 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_numbers_match_one_worker(
     assert not list(Paths.at(project).checkpoints.glob("*"))
 
 
+def four_quick_cells(params: dict[str, Any]) -> None:
+    shrink(params)
+    params["train"].update(optimizer=["adam", "sgd"], seed=[0, 1])
+
+
+def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_trains_once(
+    tmp_path,
+) -> None:
+    """A memory share of 0 restarts each LocalCluster worker after every cell: no cell is cut
+    off or trained twice, and the numbers are one in-process worker's, which never restarts."""
+    alone, env = make_project(tmp_path / "alone", four_quick_cells)
+    set_parallel(alone, 1)
+    recycle_always = {**env, "DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION": "0"}
+    first = run(alone, recycle_always, str(BIN / "dvc"), "repro", "train")
+    assert "restarts after" not in first  # a worker thread of the stage: nothing to restart
+
+    project, env = make_project(tmp_path / "recycled", four_quick_cells)
+    set_parallel(project, 2)
+    output = run(
+        project,
+        {**env, "DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION": "0"},
+        str(BIN / "dvc"),
+        "repro",
+        "train",
+    )
+
+    restarts = re.findall(
+        r"^train: worker tcp://127\.0\.0\.1:\d+ restarts after 1 cell: [\d.]+ GiB resident, "
+        r"over 0% of its [\d.]+ GiB limit",
+        output,
+        flags=re.M,
+    )
+    assert len(restarts) >= 2, output[-4000:]  # the two first cells' workers, at least
+    keys = sorted(cell_runs(alone))
+    assert len(keys) == 4
+    for key in keys:  # trained once: one first epoch announced, one MLflow run
+        assert len(re.findall(rf"^train {re.escape(key)} epoch 1/1:", output, re.M)) == 1, key
+        assert history(project, key) == history(alone, key), key
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(weights(project, key), weights(alone, key), strict=True)
+        ), key
+    assert {key: len(found) for key, found in cell_runs(project).items()} == dict.fromkeys(keys, 1)
+    assert not list(Paths.at(project).checkpoints.glob("*"))  # nor a lock file left behind
+
+
+def test_a_bad_worker_memory_share_is_refused_before_any_cluster_starts(tmp_path) -> None:
+    project, env = make_project(tmp_path, shrink)
+    run(project, env, str(BIN / "dvc"), "repro", "preprocess")
+    bad = {**env, "DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION": "1.5"}
+
+    result = processes.run([BIN / "mlpstudy", "train"], cwd=project, env=bad)
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: Dask setting mlpstudy.worker-recycle-fraction "
+        "(DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION) is 1.5; allowed: a number from 0 to 1, the "
+        "share of a worker's memory limit at which it restarts between cells"
+    )
+    assert not Paths.at(project).checkpoints.exists()
+
+
 def test_a_cell_that_kills_its_worker_every_time_fails_alone_after_one_retry(
     tmp_path, cluster_factory
 ) -> None:

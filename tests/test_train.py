@@ -342,6 +342,34 @@ def test_a_cell_whose_configuration_data_or_training_code_changed_is_planned_as_
     assert reasons(params, paths) == {CELL.key: None, OTHER.key: grid_plan.NEW}
 
 
+def test_a_second_attempt_at_a_cell_waits_until_the_first_one_ends(tmp_path) -> None:
+    """Dask may retry a cell while a worker it gave up on still trains it: the retry must not
+    write the checkpoint beside it (two writers), but wait and continue what the first left."""
+    import threading
+
+    folder = tmp_path / "checkpoints" / "digest"
+    order: list[str] = []
+    second_tried = threading.Event()
+
+    def second_attempt() -> None:
+        second_tried.set()
+        with checkpoint.exclusive(folder):
+            order.append("second")
+
+    with checkpoint.exclusive(folder):
+        waiting = threading.Thread(target=second_attempt)
+        waiting.start()
+        second_tried.wait(10)
+        waiting.join(0.5)
+        assert waiting.is_alive()  # blocked while the first attempt holds the cell
+        order.append("first")
+    waiting.join(10)
+    assert order == ["first", "second"]
+    folder.mkdir()
+    checkpoint.remove(folder)
+    assert list(folder.parent.iterdir()) == []  # the lock file goes with the checkpoint
+
+
 def test_a_cell_missing_an_output_or_holding_a_checkpoint_is_planned_with_its_reason(
     tmp_path, real_params_dict
 ):

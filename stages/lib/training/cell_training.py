@@ -42,7 +42,8 @@ def train_cell(
     with tempfile.TemporaryDirectory(prefix=f"mlpstudy-{job.key}-") as scratch:
         paths = Paths.at(scratch)
         try:
-            metrics = _train(job, splits, paths, observers)
+            with checkpoint.exclusive(job.checkpoint_folder):
+                metrics = _train(job, splits, paths, observers)
         except Exception as error:
             # The store or a disk failing: its one line naming what to do, made here where the
             # whole error is known (the stage reports the first line of a failed cell's error).

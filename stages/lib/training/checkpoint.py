@@ -18,11 +18,13 @@ on the next start (roll forward), and staged files without metadata are discarde
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ WEIGHTS_FILE = "latest.weights.h5"  # BackupAndRestore's names, which its loader
 METADATA_FILE = "training_metadata.json"
 BEST_WEIGHTS_FILE = "best_weights.npz"
 STAGING = "staging"
+LOCK_SUFFIX = ".lock"
 
 
 @dataclass
@@ -96,6 +99,36 @@ def finish_commit(folder: Path) -> None:
 def remove(folder: Path) -> None:
     """Drop a cell's checkpoint once its outputs are written: nothing is left to resume."""
     shutil.rmtree(folder, ignore_errors=True)
+    _lock_file(folder).unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """One attempt of a cell at a time: a second attempt (Dask retrying the cell while a worker
+    it gave up on still trains it) waits here until the first one ends, then continues its
+    checkpoint instead of writing beside it. The lock ends with the file, or with the process.
+    The lock file goes with the checkpoint (`remove`), or here when there is no checkpoint."""
+    lock = _lock_file(folder)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = lock.open("a+b")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:  # still the file at that name, not one removed while this attempt waited
+            if os.fstat(handle.fileno()).st_ino == lock.stat().st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        if not folder.exists():  # nothing to continue (the cell failed before its first epoch)
+            lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def _lock_file(folder: Path) -> Path:
+    return folder.with_name(folder.name + LOCK_SUFFIX)
 
 
 class CommittingBackup(keras.callbacks.BackupAndRestore):

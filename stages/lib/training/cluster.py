@@ -16,7 +16,8 @@ task (a worker may join later), instead of training with other numbers.
 The prepared data travels once per worker, as a worker plugin (also sent to workers that join
 later). A worker that dies mid-cell has its cell retried once on another worker, which continues
 the cell's checkpoint when it shares the machine; a cell that kills its worker twice fails with
-that error and the other cells go on (`distributed.scheduler.allowed-failures: 1`).
+that error and the other cells go on (`distributed.scheduler.allowed-failures: 1`). A worker
+restarts between cells once its memory passes half its limit (stages/lib/training/recycling.py).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from importlib.metadata import version
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
+from distributed import Client, LocalCluster, Reschedule, WorkerPlugin, as_completed, get_worker
 from distributed.scheduler import KilledWorker
 
 from stages.lib.core.code import stage_digest
 from stages.lib.core.errors import StageError
+from stages.lib.training import recycling
 from stages.lib.training.cell_job import CellJob, CellResult, Splits
 
 SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
@@ -78,6 +80,7 @@ class Failure:
 @contextmanager
 def connect(parallel_cells: int) -> Iterator[Client]:
     """A client of the scheduler named by DASK_SCHEDULER_ADDRESS, else of a new LocalCluster."""
+    recycling.fraction()  # a bad setting is refused before any cluster starts
     address = dask.config.get("scheduler-address", None)
     if address:
         try:
@@ -157,6 +160,7 @@ def train(
     data = PreparedData(f"mlpstudy-data-{session}", splits)
     client.register_plugin(data)
     topic = f"mlpstudy-epochs-{session}"
+    client.register_plugin(recycling.Recycling(recycling.fraction(), topic))
     client.subscribe_topic(topic, lambda event: on_epoch(event[1]))
     expected = environment()
     futures = {
@@ -187,6 +191,7 @@ def train(
         client.cancel(list(futures))
         client.unsubscribe_topic(topic)
         client.unregister_worker_plugin(data.name)
+        client.unregister_worker_plugin(recycling.NAME)
     return failures
 
 
@@ -209,5 +214,11 @@ def _train_on_worker(job: CellJob, data: str, topic: str, expected: dict[str, st
     from stages.lib.training.cell_training import train_cell  # TensorFlow: on workers only
     from stages.lib.training.progress import EpochEvents
 
+    memory = worker.plugins[recycling.NAME]
+    if not memory.admit():
+        raise Reschedule()  # this worker restarts first; the cell trains on a fresh one
     splits = worker.plugins[data].splits
-    return train_cell(job, splits, [EpochEvents(worker, topic, job)])
+    try:
+        return train_cell(job, splits, [EpochEvents(worker, topic, job)])
+    finally:
+        memory.trained()

@@ -5,9 +5,9 @@ val_loss 0.0804 (0.41 s)
     train [10/54] relu-he_normal-adam-base-256-0.0-0: 7 epochs, best val_accuracy 0.9771 \
 (41 s) | ~6.5 min left
 
-Workers publish their epochs as Dask events (`EpochEvents`); the stage prints them as they come
-and, for each finished cell, the time left: the cells still to train times the mean wall time of
-the cells finished so far, divided by the cells that train at once.
+Workers publish their epochs (and their restarts) as Dask events (`EpochEvents`); the stage
+prints them as they come and, for each finished cell, the time left: the cells still to train
+times the mean wall time of the cells finished so far, divided by the cells that train at once.
 """
 
 from __future__ import annotations
@@ -57,7 +57,14 @@ class EpochEvents(keras.callbacks.Callback):
 
 
 def epoch_line(event: dict[str, Any]) -> str:
-    """What the stage prints for a worker's event."""
+    """What the stage prints for a worker's event (an epoch, a resumed cell, a restart)."""
+    if "restart" in event:
+        restart, cells = event["restart"], event["restart"]["cells"]
+        return (
+            f"train: worker {restart['worker']} restarts after {cells} cell{'s'[: cells != 1]}: "
+            f"{restart['resident'] / 2**30:.1f} GiB resident, over {restart['fraction']:.0%} of "
+            f"its {restart['limit'] / 2**30:.1f} GiB limit (TensorFlow keeps some of every model)"
+        )
     where = f"train {event['cell']}"
     if "epochs_before" in event:
         before = event["epochs_before"]

@@ -1,0 +1,107 @@
+"""Worker processes restarted between cells before TensorFlow's leftovers fill their memory.
+
+TensorFlow keeps about 5 MB of every model a process traces and fits, whatever Keras or the
+garbage collector release (`benchmarks/worker_memory.py` measures it), so a worker that trains
+cell after cell grows by that much per cell: ~10 GB after 1,600 cells, where Dask pauses it.
+A fresh process has none of it, and TensorFlow stays imported from one cell to the next.
+
+Each worker carries a `Recycling` plugin. A task asks it before training (`admit`); once the
+worker has trained at least one cell and its resident memory passes `fraction` of its Dask
+memory limit, the answer is no: the task hands its cell back to the scheduler
+(`distributed.Reschedule`, which counts as no failure) and the worker restarts, through its
+nanny, only once no cell is training on it and the stage has collected every result it holds.
+So no cell is ever cut off, and none runs twice at once. A worker without a nanny (the
+in-process worker of `parallel_cells: 1`) cannot be restarted and is left alone.
+
+`fraction` is Dask configuration (`mlpstudy.worker-recycle-fraction`, from the environment as
+`DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION`), not a param: it changes no number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import dask
+import psutil
+from distributed import WorkerPlugin
+
+from stages.lib.core.errors import StageError
+
+NAME = "mlpstudy-recycling"
+SETTING = "mlpstudy.worker-recycle-fraction"
+FRACTION = 0.5  # of the worker's memory limit; Dask itself pauses a worker at 0.8
+IDLE_POLL_SECONDS = 0.1
+RESULTS_WAIT_SECONDS = 60.0  # for the stage to collect the results the worker holds
+
+
+def fraction() -> float:
+    """The configured fraction, checked: 0 restarts a worker after every cell."""
+    value = dask.config.get(SETTING, FRACTION)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise StageError(
+            f"Dask setting {SETTING} (DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION) is "
+            f"{dask.config.get(SETTING)!r}; allowed: a number from 0 to 1, the share of a "
+            "worker's memory limit at which it restarts between cells"
+        )
+    return value
+
+
+class Recycling(WorkerPlugin):
+    """On a worker: admits cells until its memory passes the limit, then restarts it idle."""
+
+    name = NAME
+
+    def __init__(self, fraction: float, topic: str) -> None:
+        self.fraction = fraction
+        self.topic = topic  # where the stage hears of a restart (stages/lib/training/progress.py)
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+        self.cells = 0  # trained by this process
+        self.draining = False
+        self.lock = threading.Lock()
+
+    def admit(self) -> bool:
+        """May a cell start training here? False once this worker is due to restart."""
+        with self.lock:
+            if not self.draining and self.cells and self.worker.nanny and self.worn():
+                self.draining = True
+                self.worker.loop.add_callback(self._restart_when_idle)
+            return not self.draining
+
+    def trained(self) -> None:
+        """A cell ended on this worker (finished or failed)."""
+        with self.lock:
+            self.cells += 1
+
+    def worn(self) -> bool:
+        return psutil.Process().memory_info().rss >= self.fraction * self._limit()
+
+    async def _restart_when_idle(self) -> None:
+        state = self.worker.state
+        while state.executing_count:  # a cell still training here (a worker of several threads)
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+        waited = 0.0
+        while waited < RESULTS_WAIT_SECONDS and any(
+            task.state == "memory" for task in state.tasks.values()
+        ):  # else retiring moves them to another worker, or loses them (they are recomputed)
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            waited += IDLE_POLL_SECONDS
+        restart = {
+            "worker": self.worker.address,
+            "cells": self.cells,
+            "resident": psutil.Process().memory_info().rss,
+            "limit": self._limit(),
+            "fraction": self.fraction,
+        }
+        self.worker.log_event(self.topic, {"restart": restart})
+        await self.worker.close_gracefully(restart=True, reason=f"mlpstudy: {restart}")
+
+    def _limit(self) -> int:
+        return self.worker.memory_manager.memory_limit or psutil.virtual_memory().total
