@@ -355,6 +355,7 @@ def test_a_second_attempt_at_a_cell_waits_until_the_first_one_ends(tmp_path) -> 
         second_tried.set()
         with checkpoint.exclusive(folder):
             order.append("second")
+            folder.mkdir()  # it committed an epoch
 
     with checkpoint.exclusive(folder):
         waiting = threading.Thread(target=second_attempt)
@@ -365,9 +366,16 @@ def test_a_second_attempt_at_a_cell_waits_until_the_first_one_ends(tmp_path) -> 
         order.append("first")
     waiting.join(10)
     assert order == ["first", "second"]
+    lock = folder.with_name("digest.lock")
+    assert lock.is_file()  # kept while a checkpoint is there to continue
+    with checkpoint.exclusive(folder):
+        checkpoint.discard(folder)  # starting over keeps the attempt's lock
+        assert lock.is_file() and not folder.exists()
+    assert list(folder.parent.iterdir()) == []  # no checkpoint: no lock file left either
     folder.mkdir()
-    checkpoint.remove(folder)
-    assert list(folder.parent.iterdir()) == []  # the lock file goes with the checkpoint
+    lock.touch()
+    checkpoint.remove(folder)  # the stage, once the cell's outputs are installed
+    assert list(folder.parent.iterdir()) == []
 
 
 def test_a_cell_missing_an_output_or_holding_a_checkpoint_is_planned_with_its_reason(

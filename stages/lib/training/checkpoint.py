@@ -97,9 +97,15 @@ def finish_commit(folder: Path) -> None:
 
 
 def remove(folder: Path) -> None:
-    """Drop a cell's checkpoint once its outputs are written: nothing is left to resume."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """Drop a cell's checkpoint once its outputs are installed (no attempt of it runs any more):
+    nothing is left to resume, and its lock file goes too."""
+    discard(folder)
     _lock_file(folder).unlink(missing_ok=True)
+
+
+def discard(folder: Path) -> None:
+    """Drop what a checkpoint holds so that the cell starts over (the attempt keeps its lock)."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

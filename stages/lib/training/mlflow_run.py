@@ -56,7 +56,7 @@ def continue_or_create(
         runs.set_tags(experiment, run_id, tags)
         runs.refresh_dvc_exp(experiment.client, run_id)  # e.g. resumed outside `dvc exp run`
         return run_id
-    checkpoint.remove(folder)  # a checkpoint without its run (store deleted) starts over
+    checkpoint.discard(folder)  # a checkpoint without its run (store deleted) starts over
     run_id = runs.create_run(experiment, cell.key, params, tags)
     try:
         checkpoint.update_run_file(folder, run_id=run_id)
