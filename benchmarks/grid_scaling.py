@@ -77,10 +77,11 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from project import COPIED, copy_project  # noqa: E402  (the tests' own project copy)
+
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
-COPIED = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
-COPIED += ("reports/evaluate/.gitignore",)
 NOT_INHERITED = ("DVC_", "MLFLOW_", "DASK_", "MLPSTUDY_", "PYTHONPATH")
 DEFAULT_BASELINE = "7128918"
 TAIL = 3000  # characters of a failed command's output shown
@@ -206,7 +207,6 @@ class Workspace:
         if (real_mirror / "train-images-idx3-ubyte.gz").is_file():
             self.mirror, self.data = real_mirror, f"real MNIST from {real_mirror}"
         else:
-            sys.path.insert(0, str(ROOT / "tests"))
             from synthetic import write_mirror
 
             self.mirror = base / "mirror"
@@ -233,16 +233,7 @@ class Workspace:
     def project(self, design: Design, name: str, edit: Edit) -> Project:
         """A fresh git repo with `design`'s pipeline, `edit`ed params and prepared data."""
         directory = self.base / f"{design.name}-{name}" / "project"
-        for entry in COPIED:
-            source, target = design.source / entry, directory / entry
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-            elif source.exists():
-                shutil.copy2(source, target)
-        params = yaml.safe_load((directory / "params.yaml").read_text())
-        edit(params)
-        (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        copy_project(design.source, directory, edit)
         project = Project(directory, self.environment(directory), self.keep)
         for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
             project.run(command)

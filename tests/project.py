@@ -45,6 +45,23 @@ def shrunk_cell(activation: str, initializer: str, optimizer: str, seed: int, **
     )
 
 
+def copy_project(source: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """The pipeline's files of the project at `source` (COPIED) into `target`, params `edit`ed.
+
+    benchmarks/grid_scaling.py copies each design it measures (a git archive of an older commit
+    too) the same way."""
+    for name in COPIED:
+        origin, copy = source / name, target / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        elif origin.exists():
+            shutil.copy2(origin, copy)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    edit(params)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def make_project(
     tmp_path: Path, edit: Callable[[dict[str, Any]], None] = shrink, n_train: int = 600
 ) -> tuple[Path, dict[str, str]]:
@@ -53,17 +70,7 @@ def make_project(
     Returns the project folder and the environment that points the download stage at the mirror.
     """
     project = tmp_path / "project"
-    for name in COPIED:
-        source = PROJECT_ROOT / name
-        target = project / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, target)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    edit(params)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(PROJECT_ROOT, project, edit)
     mirror = tmp_path / "mirror"
     write_mirror(mirror, n_train=n_train, n_test=200)
     env = {

@@ -1,16 +1,16 @@
 """Worker processes restarted between cells before TensorFlow's leftovers fill their memory.
 
-TensorFlow keeps about 5 MB of every model a process traces and fits, whatever Keras or the
-garbage collector release (`benchmarks/worker_memory.py` measures it), so a worker that trains
-cell after cell grows by that much per cell: ~10 GB after 1,600 cells, where Dask pauses it.
-A fresh process has none of it, and TensorFlow stays imported from one cell to the next.
+TensorFlow keeps 5-7 MB of every model a bare process fits, whatever Keras, the garbage
+collector or `malloc_trim` release (`benchmarks/worker_memory.py`); a train worker grows by about
+14 MB per trivial cell (5.9 GiB after 370 of them), and Dask pauses a worker at 80% of its memory
+limit. A fresh process has none of it, and TensorFlow stays imported from one cell to the next.
 
 Each worker carries a `Recycling` plugin. A task asks it before training (`admit`); once the
 worker has trained at least one cell and its resident memory passes `fraction` of its Dask
 memory limit, the answer is no: the task hands its cell back to the scheduler
-(`distributed.Reschedule`, which counts as no failure) and the worker restarts, through its
-nanny, only once no cell is training on it and the stage has collected every result it holds.
-So no cell is ever cut off, and none runs twice at once. A worker without a nanny (the
+(`distributed.Reschedule`, which counts as no failure); the worker takes no new task, and its
+nanny restarts it once no cell is training on it and the stage has collected every result it
+holds. So no cell is ever cut off, and none runs twice at once. A worker without a nanny (the
 in-process worker of `parallel_cells: 1`) cannot be restarted and is left alone.
 
 `fraction` is Dask configuration (`mlpstudy.worker-recycle-fraction`, from the environment as
@@ -26,6 +26,7 @@ from typing import Any
 import dask
 import psutil
 from distributed import WorkerPlugin
+from distributed.core import Status
 
 from stages.lib.core.errors import StageError
 
@@ -84,6 +85,10 @@ class Recycling(WorkerPlugin):
         return psutil.Process().memory_info().rss >= self.fraction * self._limit()
 
     async def _restart_when_idle(self) -> None:
+        # The scheduler sends no more tasks to a worker in this state (what it sent already
+        # hands itself back through `admit`); a graceful close would also make the scheduler
+        # drop the worker, which then asks its nanny not to restart it.
+        self.worker.status = Status.closing_gracefully
         state = self.worker.state
         while state.executing_count:  # a cell still training here (a worker of several threads)
             await asyncio.sleep(IDLE_POLL_SECONDS)
@@ -101,7 +106,9 @@ class Recycling(WorkerPlugin):
             "fraction": self.fraction,
         }
         self.worker.log_event(self.topic, {"restart": restart})
-        await self.worker.close_gracefully(restart=True, reason=f"mlpstudy: {restart}")
+        await asyncio.sleep(IDLE_POLL_SECONDS)  # the event leaves before the process goes
+        async with self.worker.rpc(self.worker.nanny) as nanny:  # stops this process, starts anew
+            await nanny.restart(reason=f"mlpstudy: {restart}")
 
     def _limit(self) -> int:
         return self.worker.memory_manager.memory_limit or psutil.virtual_memory().total
