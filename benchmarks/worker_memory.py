@@ -11,9 +11,9 @@ the last, and the growth per model printed for:
            glibc's `malloc_trim(0)` after every model (what a worker could do between cells);
 - eager:  `run_eagerly=True` (no traced functions), the control.
 
-Measured here (TensorFlow 2.21, Keras 3): graph ~6.6 MB, cleaned ~5.5 MB, eager ~0 MB per model:
-the memory stays with the traced functions, and nothing a process can call returns it, so a
-worker restarts instead (stages/lib/training/recycling.py).
+Measured here (TensorFlow 2.21, Keras 3, 60 models): graph 7.6 MB, cleaned 5.5 MB, eager 0.6 MB
+per model: the memory stays with the traced functions, and nothing a process can call returns
+it, so a worker restarts instead (stages/lib/training/recycling.py).
 
     .venv/bin/python benchmarks/worker_memory.py [--models 60]
 """
