@@ -6,6 +6,7 @@ time, a worker of other versions (both injected with Dask's own `--preload` of a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -147,16 +148,19 @@ def prepared_project(tmp_path: Path, name: str) -> tuple[Path, dict[str, str]]:
     return project, env
 
 
-def wait_for_checkpoint(project: Path, child: processes.Child) -> None:
-    """Until a cell has committed an epoch and has epochs left (it is training right now)."""
+def wait_for_checkpoint(project: Path, child: processes.Child, cells: int = 1) -> None:
+    """Until `cells` cells have committed an epoch and have epochs left (training right now)."""
     paths = Paths.at(project)
     deadline = time.monotonic() + 300
     while True:
         assert child.process.poll() is None, child.output()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        assert time.monotonic() < deadline, f"no {cells} checkpoints within 300 s"
+        in_progress = 0
         for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"):
-            if 1 <= int(json.loads(metadata.read_text())["epoch"]) < EPOCHS:
-                return
+            with contextlib.suppress(OSError, ValueError):  # being replaced this instant
+                in_progress += 1 <= int(json.loads(metadata.read_text())["epoch"]) < EPOCHS
+        if in_progress >= cells:
+            return
         time.sleep(0.05)
 
 
@@ -174,7 +178,7 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_numbers_match_one_worker(
     child = processes.spawn(
         [BIN / "mlpstudy", "train"], log=tmp_path / "train.log", cwd=project, env=remote
     )
-    wait_for_checkpoint(project, child)
+    wait_for_checkpoint(project, child, cells=2)  # either worker's cell then has one to continue
     busy = {address: keys for address, keys in cluster.client.processing().items() if keys}
     victim = sorted(busy)[0]
     (task,) = busy[victim]

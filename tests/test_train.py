@@ -766,7 +766,7 @@ def test_a_crash_after_training_finishes_the_cell_without_training_or_logging_tw
     with pytest.raises(StageError, match=rf"{re.escape(CELL.key)}: RuntimeError: killed while"):
         train_one(params, CELL, paths)
     assert not paths.models.exists() and not paths.train_reports_dir.exists()  # none installed
-    (folder,) = paths.checkpoints.iterdir()
+    (folder,) = [entry for entry in paths.checkpoints.iterdir() if entry.is_dir()]  # not its lock
     saved = checkpoint.load(folder)
     assert saved is not None and saved.epochs_completed == 3
     (planned,) = grid_plan.plan(params, paths, data_digests(paths)).cells
@@ -874,7 +874,7 @@ def test_a_killed_training_resumes_at_its_last_epoch_in_the_same_run(tmp_path, r
         first.kill()  # SIGKILL: no cleanup runs
     assert first.process.returncode == -9
     assert not paths.models.exists()  # nothing installed before the cell finished
-    (folder,) = paths.checkpoints.iterdir()
+    (folder,) = [entry for entry in paths.checkpoints.iterdir() if entry.is_dir()]  # not its lock
     saved = checkpoint.load(folder)
     assert saved is not None and 1 <= saved.epochs_completed < epochs
     run_id = checkpoint.read_run_file(folder)["run_id"]
