@@ -13,7 +13,7 @@ the last, and the growth per model printed for:
 
 Measured here (TensorFlow 2.21, Keras 3, 60 models): graph 7.6 MB, cleaned 5.5 MB, eager 0.6 MB
 per model: the memory stays with the traced functions, and nothing a process can call returns
-it, so a worker restarts instead (stages/lib/training/recycling.py).
+it, so a worker restarts instead (stages/lib/cluster/recycling.py).
 
     .venv/bin/python benchmarks/worker_memory.py [--models 60]
 """

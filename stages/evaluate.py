@@ -6,14 +6,18 @@ test split) is up to date and skipped (evaluation_record.py). So adding a cell t
 training one again evaluates only that cell, and a grid of thousands of cells is evaluated once.
 The files of cells no longer in the grid are removed: the outputs always equal the grid.
 
-One process evaluates the pending cells: loading TensorFlow and MLflow costs ~10 s per process,
-more than evaluating dozens of cells. Everything that can reject the input is checked before any
-file is written: for every cell, cheaply, its model file and run record (before TensorFlow is
-even imported); the test split and the output folders; then for the cells to evaluate, their
-MLflow runs and that each model loads as a 28x28 -> 10 classifier.
+The pending cells are evaluated on the same Dask cluster as train's cells
+(stages/lib/cluster/engine.py; `evaluate.parallel_cells` workers of a local cluster, or the one
+DASK_SCHEDULER_ADDRESS names): a worker gets a cell's model file as bytes and returns its files
+(stages/lib/evaluation/cell_evaluation.py), and this process writes them, logs them into the
+cell's own MLflow run and writes the cell's record, one cell at a time as they arrive. A few jobs
+per worker are in flight at a time, so the models of a grid of thousands are never all in memory.
 
-Per cell, the test images go through the model once; every number (loss, accuracy, per-digit
-precision, recall and F1, the confusion matrix) is computed from those logits in numpy.
+Everything that can reject the input is checked before any file is written: for every cell,
+cheaply, its model file and run record (before TensorFlow is even imported); the test split and
+the output folders; then for the cells to evaluate, their MLflow runs. A model that does not load
+as a 28x28 -> 10 classifier fails its cell with one line naming the file; the other cells are
+evaluated and saved, and the stage then fails naming the cells that did.
 """
 
 from __future__ import annotations
@@ -24,22 +28,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads: n
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from stages.lib.core.atomic import check_writable
+from stages.lib.core.atomic import atomic_path, check_writable
 from stages.lib.core.config import Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths, display_path
 from stages.lib.data.prepared import load_split, split_file
-from stages.lib.evaluation import evaluation_record, evaluation_tables, metrics
-from stages.lib.evaluation.classifier import (
-    EXPORT_FILE,
-    check_keras_file,
-    export_classifier,
-    load_classifier,
-    predict_logits,
-)
+from stages.lib.evaluation import cell_evaluation, evaluation_record, evaluation_tables
+from stages.lib.evaluation.cell_evaluation import EvaluationJob, EvaluationResult, TestSplit
+from stages.lib.evaluation.classifier import check_keras_file
 from stages.lib.evaluation.evaluation_record import Trained
 
 if TYPE_CHECKING:  # MLflow is imported after the checks of local files (~1 s)
@@ -47,6 +44,9 @@ if TYPE_CHECKING:  # MLflow is imported after the checks of local files (~1 s)
     from mlflow.tracking import MlflowClient
 
     from stages.lib.tracking import tracking
+
+AGAIN = "run `dvc repro evaluate` again"
+IN_FLIGHT_PER_WORKER = 4  # jobs sent ahead per worker: each carries its model file
 
 
 def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[str, dict[str, Any]]:
@@ -66,26 +66,18 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
         if not evaluation_record.is_up_to_date(paths, cell.key, records[cell.key])
     ]
     for folder in paths.evaluate_outputs:  # not reports/evaluate/: DVC's .gitignore is there
-        check_writable(folder, paths.root, "run `dvc repro evaluate` again")
+        check_writable(folder, paths.root, AGAIN)
     # imports MLflow (~1 s): after the checks of local files
     from stages.lib.evaluation import evaluation_tracking
     from stages.lib.tracking import tracking
 
     experiment = tracking.open_experiment(params.study.name, paths, create=False)
     cell_runs = {cell.key: _cell_run(experiment, paths, cell, trained) for cell in pending}
-    models = {cell.key: _load_model(paths, cell) for cell in pending}  # each one loads and fits
     removed = evaluation_record.remove_stale(paths, [cell.key for cell in cells])
-    results = {
-        cell.key: _evaluate_and_log(
-            params,
-            paths,
-            cell,
-            models.pop(cell.key),
-            (images, labels),
-            (experiment.client, cell_runs[cell.key], records[cell.key]),
-        )
-        for cell in pending
-    }
+    results = {}
+    if pending:
+        tracked = (experiment.client, cell_runs, records)
+        results = _evaluate_on_cluster(params, paths, pending, (images, labels), tracked)
     kept = [trained[cell.key].run_id for cell in cells if cell.key not in results]
     evaluation_tracking.follow_dvc_experiment(experiment, kept)
     print(_summary(len(results), len(kept), len(removed)), flush=True)
@@ -95,27 +87,69 @@ def run(params: Params, paths: Paths, cells: list[Cell] | None = None) -> dict[s
     }
 
 
-def _evaluate_and_log(
+def _evaluate_on_cluster(
     params: Params,
     paths: Paths,
-    cell: Cell,
-    model: Any,
-    test: tuple[np.ndarray, np.ndarray],
-    tracked: tuple[MlflowClient, Run, dict[str, str]],
-) -> dict[str, Any]:
-    """Replace the cell's files, log them into its run (`tracked`: the client, the run as read
-    before any work, the record), then write its record: last, so a run killed before it
-    evaluates the cell again. Returns the cell's metrics.json content."""
+    pending: list[Cell],
+    test: TestSplit,
+    tracked: tuple[MlflowClient, dict[str, Run], dict[str, dict[str, str]]],
+) -> dict[str, dict[str, Any]]:
+    """Evaluate `pending` on the cluster (`tracked`: the MLflow client, each cell's run as read
+    before any work, each cell's record); return each cell's metrics.json content by key."""
+    from stages.lib.cluster import engine
     from stages.lib.evaluation import evaluation_tracking
 
-    client, run, record = tracked
-    evaluation_record.remove_cell(paths, cell.key)
-    files = evaluation_tables.cell_files(paths, cell.key)
-    summary, result = _evaluate_cell(params, cell, paths, model, *test, files)
-    evaluation_tracking.log_evaluation(client, run, summary, files)
-    evaluation_record.write_record(paths, cell.key, record)
-    print(f"evaluate {cell.key}: test accuracy {result['test_accuracy']:.4f}", flush=True)
-    return result
+    client, cell_runs, records = tracked
+    results: dict[str, dict[str, Any]] = {}
+
+    def install(result: EvaluationResult) -> None:
+        """Replace the cell's files, log them into its run, then write its record: last, so a
+        run killed before it evaluates the cell again."""
+        evaluation_record.remove_cell(paths, result.key)
+        for name, data in result.files.items():
+            with atomic_path(paths.root / name) as temporary:
+                temporary.write_bytes(data)
+        files = evaluation_tables.cell_files(paths, result.key)
+        evaluation_tracking.log_evaluation(client, cell_runs[result.key], result.summary, files)
+        evaluation_record.write_record(paths, result.key, records[result.key])
+        results[result.key] = result.metrics
+        accuracy = result.metrics["test_accuracy"]
+        print(
+            f"evaluate [{len(results)}/{len(pending)}] {result.key}: test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+
+    with engine.connect(params.evaluate.parallel_cells) as cluster:
+        engine.check_workers(cluster, "evaluate")
+        print(f"evaluate: {_cells(len(pending))} on {engine.describe(cluster)}", flush=True)
+        workers = engine.worker_count(cluster) or params.evaluate.parallel_cells
+        failures = engine.run(
+            cluster,
+            "evaluate",
+            cell_evaluation.evaluate_on_worker,
+            (_job(params, paths, cell) for cell in pending),  # each reads its model when sent
+            test,
+            install,
+            in_flight=IN_FLIGHT_PER_WORKER * workers,
+        )
+    if failures:
+        listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)
+        raise StageError(
+            f"evaluate: {len(failures)} of {len(pending)} cells failed ({listed}); the "
+            f"{len(results)} others are saved; {AGAIN} to evaluate only the failed ones"
+        )
+    return results
+
+
+def _job(params: Params, paths: Paths, cell: Cell) -> EvaluationJob:
+    model_file = paths.model_file(cell.key)
+    return EvaluationJob(
+        cell=cell,
+        params=params.evaluate,
+        model=model_file.read_bytes(),
+        model_name=display_path(model_file, paths.root),
+        remedy=_remedy(cell),
+    )
 
 
 def _summary(evaluated: int, up_to_date: int, removed: int) -> str:
@@ -152,36 +186,9 @@ def _remedy(cell: Cell) -> str:
     return f"delete data/models/{cell.key}/ (if any) and run `dvc repro train`"
 
 
-def _load_model(paths: Paths, cell: Cell) -> Any:
-    model_file = paths.model_file(cell.key)
-    return load_classifier(model_file, display_path(model_file, paths.root), _remedy(cell))
-
-
 def _check_train_outputs(paths: Paths, cell: Cell) -> Trained:
     """The cell's trained result, once its model file looks like a Keras model (cheap checks:
     no model is loaded)."""
     model_file = paths.model_file(cell.key)
     check_keras_file(model_file, display_path(model_file, paths.root), _remedy(cell))
     return evaluation_record.read_trained(paths, cell.key, _remedy(cell))
-
-
-def _evaluate_cell(
-    params: Params,
-    cell: Cell,
-    paths: Paths,
-    model: Any,
-    images: np.ndarray,
-    labels: np.ndarray,
-    files: dict,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(summary, metrics.json) of one cell, its files written and its classifier exported."""
-    logits = predict_logits(model, images, params.evaluate.batch_size)
-    summary = metrics.summarize(logits, labels)
-    result = evaluation_tables.write_tables(files, summary, labels)
-    from stages.lib.evaluation import evaluation_figures
-
-    evaluation_figures.draw_cell(
-        images, labels, logits, summary, params.evaluate.misclassified_shown, cell.key, files
-    )
-    export_classifier(model, paths.export_dir(cell.key) / EXPORT_FILE)
-    return summary, result

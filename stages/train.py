@@ -6,7 +6,7 @@ finished result carries its configuration digest is skipped, so adding a value t
 new cells and a changed variant re-trains only its cells. Everything that can reject the input
 (the prepared data, the output folders, the MLflow store, the workers' versions) is checked
 before the first cell trains. Then every pending cell goes to the cluster at once
-(stages/lib/training/cluster.py); each trains in its own MLflow run on a worker, which returns
+(stages/lib/cluster/engine.py); each trains in its own MLflow run on a worker, which returns
 its files, and the stage installs them as they arrive, so a killed `dvc repro` keeps every
 finished cell and continues the others from their checkpoints.
 """
@@ -52,20 +52,23 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
         return {"trained": [], "up_to_date": up_to_date}
     for folder in (paths.models, paths.train_reports_dir, paths.checkpoints):
         check_writable(folder, paths.root, AGAIN)
+    from stages.lib.cluster import engine
     from stages.lib.tracking import tracking
-    from stages.lib.training import checkpoint, cluster, outputs
+    from stages.lib.training import cell_training, checkpoint, outputs
     from stages.lib.training.progress import GridProgress, epoch_line
 
     tracking.check_store(paths)
     outputs.remove_leftovers(paths.models)
     outputs.remove_leftovers(paths.train_reports_dir)
     trained: list[str] = []
-    with cluster.connect(params.train.parallel_cells) as client:
-        cluster.check_workers(client)  # before the store is written: a refusal leaves nothing
-        workers = cluster.worker_count(client)
-        print(f"train: on {cluster.describe(client)}", flush=True)
+    with engine.connect(params.train.parallel_cells) as client:
+        engine.check_workers(
+            client, "train"
+        )  # before the store is written: refusing leaves nothing
+        workers = engine.worker_count(client)
+        print(f"train: on {engine.describe(client)}", flush=True)
         jobs = _jobs(params, paths, pending, digests)
-        if cluster.remote(client) and tracking.sqlite_file(jobs[0].tracking_uri):
+        if engine.remote(client) and tracking.sqlite_file(jobs[0].tracking_uri):
             print(
                 "train: warning: the MLflow store is a sqlite file on this machine; workers on "
                 "other machines cannot log into it (set MLFLOW_TRACKING_URI to a mlflow server)",
@@ -81,8 +84,14 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
             trained.append(result.key)
             print(progress.cell_line(result), flush=True)
 
-        failures = cluster.train(
-            client, jobs, splits, lambda event: print(epoch_line(event), flush=True), install
+        failures = engine.run(
+            client,
+            "train",
+            cell_training.train_on_worker,
+            jobs,
+            splits,
+            install,
+            on_event=lambda event: print(epoch_line(event), flush=True),
         )
     if failures:
         listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)

@@ -34,6 +34,7 @@ def shrink(params: dict[str, Any]) -> None:
     train["architectures"] = {TINY["architecture"]: TINY_UNITS}
     train.update(epochs=1, steps_per_execution=1)
     train["diagnostics"]["probe_size"] = 32
+    params["evaluate"]["parallel_cells"] = 1  # in the test's own process: no worker to start
 
 
 def shrunk_cell(activation: str, initializer: str, optimizer: str, seed: int, **axes: Any) -> Cell:

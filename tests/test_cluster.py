@@ -1,8 +1,8 @@
-"""The train stage on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1,
-started by each test (`dask scheduler`, `dask worker`) and always stopped; and the default
-LocalCluster. Faults are real: a worker SIGKILLed mid-cell, a cell that kills its worker every
-time, a worker of other versions (both injected with Dask's own `--preload` of a test module).
-"""
+"""The train and evaluate stages on a real Dask cluster: a scheduler and two worker processes on
+127.0.0.1, started by each test (`dask scheduler`, `dask worker`) and always stopped; and the
+default LocalCluster. Faults are real: a worker SIGKILLed mid-cell, a cell that kills its worker
+every time, a worker of other versions (both injected with Dask's own `--preload` of a test
+module), a model that does not load."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,10 @@ def slow_cells(params: dict[str, Any]) -> None:
     train["early_stopping_patience"] = None
 
 
-def set_parallel(project: Path, cells: int) -> None:
+def set_parallel(project: Path, cells: int, stage: str = "train") -> None:
     file = project / "params.yaml"
     params = yaml.safe_load(file.read_text())
-    params["train"]["parallel_cells"] = cells
+    params[stage]["parallel_cells"] = cells
     file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -249,6 +250,76 @@ def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_tra
         ), key
     assert {key: len(found) for key, found in cell_runs(project).items()} == dict.fromkeys(keys, 1)
     assert not list(Paths.at(project).checkpoints.glob("*"))  # nor a lock file left behind
+
+
+def evaluate_files(project: Path) -> dict[str, bytes]:
+    """Every file evaluate wrote (the cells' records included), by its path in the project."""
+    paths = Paths.at(project)
+    return {
+        file.relative_to(project).as_posix(): file.read_bytes()
+        for folder in paths.evaluate_outputs
+        for file in sorted(folder.rglob("*"))
+        if file.is_file()
+    }
+
+
+def test_evaluate_on_two_workers_writes_the_bytes_of_one_worker_and_a_bad_model_fails_alone(
+    tmp_path, cluster_factory
+) -> None:
+    """evaluate's cells on a real scheduler and two workers, then on a LocalCluster of two
+    processes: every file byte for byte what the stage's own process writes, each cell's files
+    logged into its own run; a model that does not load fails its cell only, in one line."""
+    project, env = make_project(tmp_path / "project", six_quick_cells)
+    run(project, env, str(BIN / "dvc"), "repro", "train")
+    env = {key: value for key, value in env.items() if key != "DVC_ROOT"}
+    run(project, env, str(BIN / "mlpstudy"), "evaluate")  # parallel_cells 1: this process
+    expected = evaluate_files(project)
+    paths = Paths.at(project)
+    keys = sorted(cell_runs(project))
+    assert len(keys) == 6 and len(expected) == 6 * 8
+
+    for key in keys:  # every cell pending again, its files still there to be replaced
+        paths.evaluate_record(key).unlink()
+    cluster = cluster_factory(env)
+    remote = {**env, "DASK_SCHEDULER_ADDRESS": cluster.address}
+    output = run(project, remote, str(BIN / "mlpstudy"), "evaluate")
+    assert f"evaluate: 6 cells on 2 workers at {cluster.address}" in output
+    assert "evaluate: 6 cells evaluated, 0 up to date" in output
+    assert evaluate_files(project) == expected
+    client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
+    for key, (found,) in cell_runs(project).items():
+        logged = {item.path for item in client.list_artifacts(found.info.run_id, "evaluation")}
+        assert "evaluation/confusion.png" in logged and "evaluation/metrics.json" in logged, key
+        history = client.get_metric_history(found.info.run_id, "test/accuracy")
+        assert len(history) == 1, key  # the same value again: no new point
+
+    broken, model = keys[0], paths.model_file(keys[0])
+    original = model.read_bytes()
+    for key in keys:
+        paths.evaluate_record(key).unlink()
+    with zipfile.ZipFile(model, "w") as archive:  # passes the cheap check, does not load
+        archive.writestr("config.json", "{}")
+        archive.writestr("metadata.json", "{}")
+    set_parallel(project, 2, "evaluate")  # a LocalCluster of two worker processes
+    result = processes.run([BIN / "mlpstudy", "evaluate"], cwd=project, env=env, timeout=600)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "evaluate: 6 cells on 2 workers (a LocalCluster on 127.0.0.1)" in result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(
+        f"error: evaluate: 1 of 6 cells failed ({broken}: ConfigError: "
+        f"data/models/{broken}/model.keras: cannot load the Keras model"
+    ), line
+    assert line.endswith(
+        "the 5 others are saved; run `dvc repro evaluate` again to evaluate only the failed ones"
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-5000:]
+    assert not paths.evaluate_record(broken).exists()
+    assert all(paths.evaluate_record(key).is_file() for key in keys[1:])
+
+    model.write_bytes(original)
+    output = run(project, env, str(BIN / "mlpstudy"), "evaluate")
+    assert "evaluate: 1 cell evaluated, 5 up to date" in output
+    assert evaluate_files(project) == expected
 
 
 def test_a_bad_worker_memory_share_is_refused_before_any_cluster_starts(tmp_path) -> None:

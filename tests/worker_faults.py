@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from stages.lib.training import cell_training, cluster
+from stages.lib.cluster import engine
+from stages.lib.training import cell_training
 
 
 def dask_setup(worker: object) -> None:
@@ -24,5 +25,5 @@ def dask_setup(worker: object) -> None:
 
         cell_training.train_cell = crash
     elif kind:
-        environment = cluster.environment
-        cluster.environment = lambda: {**environment(), kind: value}
+        environment = engine.environment
+        engine.environment = lambda stage: {**environment(stage), kind: value}

@@ -13,12 +13,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2]  # the `stages` package
 ROOT = PACKAGE.parent
-# Modules every stage uses for plumbing (validation, paths, errors, atomic writes): they do not
-# change what a stage computes, so they are not its deps (editing one must not re-run the grid).
+# Modules the stages use for plumbing (validation, paths, errors, atomic writes, the cluster that
+# runs their cells): they do not change what a stage computes, so they are not its deps (editing
+# one must not re-run the grid).
 PLUMBING = frozenset(
     {
         "stages/__init__.py",
         "stages/lib/__init__.py",
+        "stages/lib/cluster/__init__.py",
+        "stages/lib/cluster/engine.py",  # where cells run, never what they compute
+        "stages/lib/cluster/recycling.py",
         "stages/lib/core/atomic.py",
         "stages/lib/core/code.py",  # which code runs: never a number
         "stages/lib/core/config.py",

@@ -52,8 +52,8 @@ NAMED: dict[str, str] = {
     "optimizer": "optimizers",
     "architecture": "architectures",
 }
-# Train settings that say how fast the grid trains, never what a cell computes: no cell declares
-# them, so changing one re-trains nothing.
+# Settings of train and evaluate that say how fast the grid runs, never what a cell computes: no
+# cell's configuration or evaluation record holds them, so changing one re-runs no cell.
 SPEED_ONLY: tuple[str, ...] = ("parallel_cells",)
 
 
@@ -181,6 +181,7 @@ def undefined(train: TrainParams, factor: str, name: str) -> None:
 class EvaluateParams(Strict):
     batch_size: PositiveInt
     misclassified_shown: Annotated[int, Field(ge=1, le=100)]
+    parallel_cells: PositiveInt  # speed only: the same files with any number of workers
 
 
 class Interaction(Strict):

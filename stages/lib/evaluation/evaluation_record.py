@@ -5,9 +5,10 @@ trained again (issue 21), so evaluate's outputs persist from run to run and each
 gets a record, `data/exported/<key>/evaluated.json`, written after its other files. The record
 names what the files were made from: the trained result (run.json's `run_id` and
 `config_digest`, and the model file's digest, so a model replaced in place is not missed) and
-the evaluation (evaluate's params, the test split and evaluate's own code, so editing any of them
-evaluates every cell again). A cell whose record matches and whose files are all present is up
-to date; the outputs of cells no longer in the grid are removed.
+the evaluation (evaluate's params but `parallel_cells`, which changes no file; the test split and
+evaluate's own code, so editing any of them evaluates every cell again). A cell whose record
+matches and whose files are all present is up to date; the outputs of cells no longer in the
+grid are removed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from stages.lib.core.atomic import write_json
 from stages.lib.core.code import stage_digest
-from stages.lib.core.config import ConfigError, EvaluateParams
+from stages.lib.core.config import SPEED_ONLY, ConfigError, EvaluateParams
 from stages.lib.core.paths import Paths, display_path
 from stages.lib.evaluation.classifier import EXPORT_FILE
 from stages.lib.evaluation.evaluation_tables import cell_files
@@ -61,7 +62,7 @@ def evaluation_digest(params: EvaluateParams, test_split: Path) -> str:
     """What every cell's evaluation depends on besides its model: evaluate's params, the test
     split (its file's bytes) and evaluate's code (the modules dvc.yaml lists as its deps)."""
     parts = {
-        "params": params.model_dump(mode="json"),
+        "params": params.model_dump(mode="json", exclude=set(SPEED_ONLY)),
         "test_split": file_digest(test_split),
         "code": stage_digest("evaluate"),
     }

@@ -1,4 +1,4 @@
-"""One cell's training, as a worker of the cluster runs it (stages/lib/training/cluster.py).
+"""One cell's training, as a worker of the cluster runs it (stages/lib/cluster/engine.py).
 
 The stage resolves each cell's effective configuration once, into a `CellJob`, and hands it to
 a worker together with the prepared data the worker already holds. The worker builds the model
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,15 @@ from stages.lib.training.diagnostics import publish as publish_diagnostics
 from stages.lib.training.fitting import TrainingSetup, fit_cell
 from stages.lib.training.model import build_model, compile_model
 from stages.lib.training.outputs import save_model, summarize, write_reports
+from stages.lib.training.progress import EpochEvents
+
+
+def train_on_worker(
+    job: CellJob, splits: Splits, publish: Callable[[dict[str, Any]], None]
+) -> CellResult:
+    """The cluster's task for a cell (stages/lib/cluster/engine.py): its epochs are published
+    to the stage as they end."""
+    return train_cell(job, splits, [EpochEvents(publish, job)])
 
 
 def train_cell(

@@ -5,14 +5,16 @@ val_loss 0.0804 (0.41 s)
     train [10/54] relu-he_normal-adam-base-256-0.0-0: 7 epochs, best val_accuracy 0.9771 \
 (41 s) | ~6.5 min left
 
-Workers publish their epochs (and their restarts) as Dask events (`EpochEvents`); the stage
-prints them as they come and, for each finished cell, the time left: the cells still to train
-times the mean wall time of the cells finished so far, divided by the cells that train at once.
+Workers publish their epochs as Dask events (`EpochEvents`; a worker's restart is printed by
+stages/lib/cluster/engine.py); the stage prints them as they come and, for each finished cell,
+the time left: the cells still to train times the mean wall time of the cells finished so far,
+divided by the cells that train at once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
@@ -27,9 +29,9 @@ SHOWN = ("loss", "val_accuracy", "val_loss")
 class EpochEvents(keras.callbacks.Callback):
     """On a worker: publishes each finished epoch (and a resumed start) to the stage."""
 
-    def __init__(self, worker: Any, topic: str, job: CellJob) -> None:
+    def __init__(self, publish: Callable[[dict[str, Any]], None], job: CellJob) -> None:
         super().__init__()
-        self.worker, self.topic = worker, topic
+        self.publish = publish  # to the stage: the worker's events (stages/lib/cluster/engine.py)
         self.key, self.epochs = job.key, job.params.train.epochs
         self._started = 0.0
         self._resumed: dict[str, Any] | None = None
@@ -53,18 +55,11 @@ class EpochEvents(keras.callbacks.Callback):
         )
 
     def _publish(self, message: dict[str, Any]) -> None:
-        self.worker.log_event(self.topic, {"cell": self.key, "epochs": self.epochs, **message})
+        self.publish({"cell": self.key, "epochs": self.epochs, **message})
 
 
 def epoch_line(event: dict[str, Any]) -> str:
-    """What the stage prints for a worker's event (an epoch, a resumed cell, a restart)."""
-    if "restart" in event:
-        restart, cells = event["restart"], event["restart"]["cells"]
-        return (
-            f"train: worker {restart['worker']} restarts after {cells} cell{'s'[: cells != 1]}: "
-            f"{restart['resident'] / 2**30:.1f} GiB resident, over {restart['fraction']:.0%} of "
-            f"its {restart['limit'] / 2**30:.1f} GiB limit (TensorFlow keeps some of every model)"
-        )
+    """What the stage prints for a worker's event: an epoch, or a resumed cell."""
     where = f"train {event['cell']}"
     if "epochs_before" in event:
         before = event["epochs_before"]

@@ -1,15 +1,16 @@
 """Worker processes restarted between cells before TensorFlow's leftovers fill their memory.
 
-TensorFlow keeps 5-7 MB of every model a bare process fits, whatever Keras, the garbage
-collector or `malloc_trim` release (`benchmarks/worker_memory.py`); a train worker grows by about
-14 MB per trivial cell (5.9 GiB after 370 of them), and Dask pauses a worker at 80% of its memory
-limit. A fresh process has none of it, and TensorFlow stays imported from one cell to the next.
+TensorFlow keeps memory of every model a process fits (7.6 MB per small MLP; 5.5 MB whatever
+Keras, the garbage collector or `malloc_trim` release: `benchmarks/worker_memory.py`) or loads
+and predicts with; a train worker grows by about 14 MB per trivial cell (5.9 GiB after 370 of
+them), and Dask pauses a worker at 80% of its memory limit. A fresh process has none of it, and
+TensorFlow stays imported from one cell to the next.
 
-Each worker carries a `Recycling` plugin. A task asks it before training (`admit`); once the
-worker has trained at least one cell and its resident memory passes `fraction` of its Dask
+Each worker carries a `Recycling` plugin. A task asks it before running its cell (`admit`);
+once the worker has run at least one cell and its resident memory passes `fraction` of its Dask
 memory limit, the answer is no: the task hands its cell back to the scheduler
 (`distributed.Reschedule`, which counts as no failure); the worker takes no new task, and its
-nanny restarts it once no cell is training on it and the stage has collected every result it
+nanny restarts it once no cell is running on it and the stage has collected every result it
 holds. So no cell is ever cut off, and none runs twice at once. A worker without a nanny (the
 in-process worker of `parallel_cells: 1`) cannot be restarted and is left alone.
 
@@ -60,23 +61,23 @@ class Recycling(WorkerPlugin):
 
     def __init__(self, fraction: float, topic: str) -> None:
         self.fraction = fraction
-        self.topic = topic  # where the stage hears of a restart (stages/lib/training/progress.py)
+        self.topic = topic  # where the stage hears of a restart (engine.restart_line)
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
-        self.cells = 0  # trained by this process
+        self.cells = 0  # run by this process
         self.draining = False
         self.lock = threading.Lock()
 
     def admit(self) -> bool:
-        """May a cell start training here? False once this worker is due to restart."""
+        """May a cell start here? False once this worker is due to restart."""
         with self.lock:
             if not self.draining and self.cells and self.worker.nanny and self.worn():
                 self.draining = True
                 self.worker.loop.add_callback(self._restart_when_idle)
             return not self.draining
 
-    def trained(self) -> None:
+    def finished(self) -> None:
         """A cell ended on this worker (finished or failed)."""
         with self.lock:
             self.cells += 1
@@ -90,12 +91,12 @@ class Recycling(WorkerPlugin):
         # drop the worker, which then asks its nanny not to restart it.
         self.worker.status = Status.closing_gracefully
         state = self.worker.state
-        while state.executing_count:  # a cell still training here (a worker of several threads)
+        while state.executing_count:  # a cell still running here (a worker of several threads)
             await asyncio.sleep(IDLE_POLL_SECONDS)
         waited = 0.0
         while waited < RESULTS_WAIT_SECONDS and any(
             task.state == "memory" for task in state.tasks.values()
-        ):  # else retiring moves them to another worker, or loses them (they are recomputed)
+        ):  # a restart loses them: their cells would be computed again
             await asyncio.sleep(IDLE_POLL_SECONDS)
             waited += IDLE_POLL_SECONDS
         restart = {
