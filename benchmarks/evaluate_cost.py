@@ -1,29 +1,27 @@
 """Where the evaluate stage's time goes per cell, on a grid of trivial cells (issue 21).
 
 The target: a 1,680-cell grid of trivial cells (architecture [16], one epoch) runs end to end in
-at most 30 minutes on 2 cores, so evaluate must cost a fraction of a second per cell and must
-not evaluate again the cells it already evaluated.
+at most 30 minutes on 2 cores, so evaluate must cost a fraction of a second per cell, must spread
+over the workers of the cluster, and must not evaluate again the cells it already evaluated.
 
 A scratch project (synthetic digits: a small train split, a 10,000-image test split like
-MNIST's) gets `--cells` cells of architecture [16] trained for one epoch in this process with the
-project's own `stages.train.run` (one seed per cell), then `stages.evaluate.run` runs on them,
-also in this process, three times:
+MNIST's) gets `--cells` cells of architecture [16] trained for one epoch with the project's own
+`stages.train.run` (one seed per cell). Then `stages.evaluate.run` runs in this process:
 
-1. fresh: every cell evaluated;
+1. fresh, once per `--parallel-cells` value (default 1 and 2, side by side in this run: every
+   cell's record is deleted before each, so every cell is evaluated again): with 1, the one
+   worker is a thread of this process; with 2, a LocalCluster of two worker processes;
 2. again, nothing changed (an incremental evaluate skips every cell);
 3. one cell added to the grid and trained (an incremental evaluate evaluates only that one).
 
-Each phase is timed by wrapping the function evaluate calls for it (model loading, predict, the
-metrics, the tables, each figure, the export, the MLflow logging, the checks); what no wrapper
-covers is "other". The time per cell of each phase is its total over the fresh run / cells, the
-median beside it leaves out the first cell's one-off costs (TensorFlow tracing `predict`).
-TensorFlow and MLflow are imported before the timing: a `mlpstudy evaluate` process pays them
-once (about 10 s), whatever the grid's size.
+With one worker (a thread of this process) each phase is also timed, by wrapping the function
+evaluate calls for it (model loading, predict, the metrics, the tables, each figure, the export,
+the MLflow logging, the checks); what no wrapper covers is "other". The time per cell of each
+phase is its total over the run / cells, the median beside it leaves out the first cell's
+one-off costs (TensorFlow tracing `predict`). TensorFlow and MLflow are imported before the
+timing; worker processes import them within it (each run starts its own cluster).
 
-`--code DIR` imports the `stages` package from DIR instead of this checkout: the same measure of
-older code, e.g. `mkdir /tmp/old && git archive <commit> stages | tar -x -C /tmp/old`.
-
-    .venv/bin/python benchmarks/evaluate_cost.py [--cells 24] [--code DIR]
+    .venv/bin/python benchmarks/evaluate_cost.py [--cells 70] [--parallel-cells 1,2]
 """
 
 from __future__ import annotations
@@ -47,29 +45,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 10_000  # as MNIST's: predict, predictions.csv and the figures scale with it
 
 # (module, attribute, phase): the functions evaluate calls, wrapped where evaluate looks them up.
-# A name the measured code does not have is left out (older or newer code).
 PHASES = (
     ("stages.evaluate", "check_keras_file", "file checks"),
-    ("stages.evaluate", "read_run_id", "file checks"),
     ("stages.lib.evaluation.evaluation_record", "read_trained", "file checks"),
     ("stages.lib.evaluation.evaluation_record", "evaluation_digest", "up-to-date checks"),
     ("stages.lib.evaluation.evaluation_record", "cell_record", "up-to-date checks"),
     ("stages.lib.evaluation.evaluation_record", "is_up_to_date", "up-to-date checks"),
-    ("stages.lib.tracking.runs", "run_exists", "MLflow checks"),
     ("stages.lib.evaluation.evaluation_tracking", "cell_run", "MLflow checks"),
-    ("stages.evaluate", "load_classifier", "model loading"),
-    ("keras.Model", "predict", "predict"),
-    ("stages.evaluate", "predict_logits", "predict"),
+    ("stages.lib.evaluation.cell_evaluation", "load_classifier", "model loading"),
+    ("stages.lib.evaluation.cell_evaluation", "predict_logits", "predict"),
     ("stages.lib.evaluation.metrics", "summarize", "metrics"),
     ("stages.lib.evaluation.evaluation_tables", "write_tables", "tables"),
     ("stages.lib.evaluation.evaluation_figures", "save_confusion", "confusion figure"),
     ("stages.lib.evaluation.evaluation_figures", "save_mistakes", "mistakes figure"),
-    ("stages.evaluate", "export_classifier", "export"),
+    ("stages.lib.evaluation.cell_evaluation", "export_classifier", "export"),
     ("stages.lib.evaluation.evaluation_tracking", "log_evaluation", "MLflow logging"),
 )
 ORDER = list(dict.fromkeys(phase for _, _, phase in PHASES))
-CELL_PHASE = "one cell"  # evaluate's function for one cell, around most phases: counts the cells
-PHASES += (("stages.evaluate", "_evaluate_cell", CELL_PHASE),)
+CELL_PHASE = "one cell"  # a worker's function for one cell, around most phases: counts the cells
+PHASES += (("stages.lib.evaluation.cell_evaluation", "evaluate_cell", CELL_PHASE),)
 
 
 class Timings:
@@ -101,18 +95,11 @@ class Timings:
 
 
 def install(timings: Timings) -> list[str]:
-    """Wrap every phase's function that the measured code has; return the phases found."""
-    import keras
-
+    """Wrap every phase's function; return the phases found."""
     found = []
     for module, attribute, phase in PHASES:
-        try:
-            owner = keras.Model if module == "keras.Model" else importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        if hasattr(owner, attribute):
-            timings.wrap(owner, attribute, phase)
-            found.append(phase)
+        timings.wrap(importlib.import_module(module), attribute, phase)
+        found.append(phase)
     return found
 
 
@@ -151,22 +138,36 @@ def with_seeds(params: Any, seeds: int) -> Any:
 def train_grid(params: Any, paths: Any) -> float:
     """Train every cell of the grid that has no model yet; return the seconds it took."""
     from stages import train
+
+    start = time.perf_counter()
+    train.run(params, paths)
+    return time.perf_counter() - start
+
+
+def with_parallel(params: Any, workers: int) -> Any:
+    raw = params.model_dump(mode="json")
+    raw["evaluate"]["parallel_cells"] = workers
+    return type(params).model_validate(raw)
+
+
+def evaluate_timed(params: Any, paths: Any, timings: Timings) -> tuple[float, int]:
+    """(seconds of evaluate.run, cells it evaluated: those whose record it wrote)."""
+    from stages import evaluate
     from stages.lib.core.grid import grid
 
-    start = time.perf_counter()
-    for cell in grid(params.train):
-        if not paths.run_record(cell.key).is_file():
-            train.run(params, cell, paths)
-    return time.perf_counter() - start
-
-
-def evaluate_timed(params: Any, paths: Any, timings: Timings) -> float:
-    from stages import evaluate
+    def records() -> dict[str, int | None]:
+        files = {cell.key: paths.evaluate_record(cell.key) for cell in grid(params.train)}
+        return {
+            key: file.stat().st_mtime_ns if file.exists() else None for key, file in files.items()
+        }
 
     timings.reset()
+    before = records()
     start = time.perf_counter()
     evaluate.run(params, paths)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = records()
+    return wall, sum(after[key] != before[key] for key in after)
 
 
 def breakdown(timings: Timings, found: list[str], wall: float) -> None:
@@ -192,45 +193,69 @@ def breakdown(timings: Timings, found: list[str], wall: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=24)
-    parser.add_argument("--code", type=Path, help="import `stages` from this folder instead")
+    parser.add_argument("--cells", type=int, default=70)
+    parser.add_argument(
+        "--parallel-cells",
+        default="1,2",
+        type=lambda text: [int(value) for value in text.split(",")],
+        help="evaluate's workers, each measured fresh (1,2)",
+    )
     args = parser.parse_args()
-    code = (args.code or ROOT).resolve()
-    sys.path[:0] = [str(code), str(ROOT / "tests")]
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        os.environ.pop(name, None)  # the scratch project's own mlflow.db
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DASK_SCHEDULER_ADDRESS"):
+        os.environ.pop(name, None)  # the scratch project's own mlflow.db and LocalCluster
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-    import stages
+    import keras  # noqa: F401  (imported before the timing: paid once per process)
+    import mlflow  # noqa: F401
 
-    print(f"code: {Path(stages.__file__).parent}")
+    from stages.lib.core.grid import grid
+
     params, paths = scratch_project(args.cells)
     trained = train_grid(params, paths)
     print(f"trained {args.cells} cells in {trained:.1f} s; project {paths.root}", flush=True)
 
     timings = Timings()
     found = install(timings)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    wall = fresh = evaluate_timed(params, paths, timings)
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
-    print(f"\n1. fresh: {args.cells} cells, {timings.evaluated} evaluated in {wall:.2f} s", end="")
-    print(f" (peak RSS +{grown:.0f} MiB)")
-    breakdown(timings, found, wall)
+    fresh = {}
+    for workers in args.parallel_cells:
+        for cell in grid(params.train):
+            paths.evaluate_record(cell.key).unlink(missing_ok=True)
+        params = with_parallel(params, workers)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        wall, evaluated = evaluate_timed(params, paths, timings)
+        fresh[workers] = wall
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+        print(
+            f"\n1. fresh, parallel_cells {workers}: {evaluated} of {args.cells} cells evaluated "
+            f"in {wall:.2f} s, {wall / args.cells:.3f} s per cell (this process's peak RSS "
+            f"+{grown:.0f} MiB)"
+        )
+        if workers == 1:
+            breakdown(timings, found, wall)
+    if len(fresh) > 1:
+        one, most = fresh[min(fresh)], fresh[max(fresh)]
+        print(
+            f"   {max(fresh)} workers against {min(fresh)}: {one / most:.2f}x the cells per second"
+        )
 
-    wall = evaluate_timed(params, paths, timings)
-    print(f"\n2. again, nothing changed: {timings.evaluated} cells evaluated in {wall:.2f} s")
+    wall, evaluated = evaluate_timed(params, paths, timings)
+    print(f"\n2. again, nothing changed: {evaluated} cells evaluated in {wall:.2f} s")
 
     bigger = with_seeds(params, args.cells + 1)
     paths.params.write_text(yaml.safe_dump(bigger.model_dump(mode="json"), sort_keys=False))
     train_grid(bigger, paths)
-    wall = evaluate_timed(bigger, paths, timings)
-    print(f"\n3. one cell added: {timings.evaluated} cells evaluated in {wall:.2f} s")
-    breakdown(timings, found, wall)
+    wall, evaluated = evaluate_timed(bigger, paths, timings)
+    print(f"\n3. one cell added: {evaluated} cell(s) evaluated in {wall:.2f} s")
 
-    print(
-        f"\n1,680 cells at the fresh run's rate: {fresh / args.cells * 1680 / 60:.1f} min "
-        f"(a {args.cells}-cell grid, so the one-off costs are shared by fewer cells)"
-    )
+    for workers, wall in fresh.items():
+        print(
+            f"\n1,680 cells at the fresh rate of parallel_cells {workers}: "
+            f"{wall / args.cells * 1680 / 60:.1f} min (a {args.cells}-cell grid, so the one-off "
+            "costs are shared by fewer cells)",
+            end="",
+        )
+    print()
 
 
 if __name__ == "__main__":

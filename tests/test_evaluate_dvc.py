@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def records(paths: Paths, key: str) -> tuple[dict, dict]:
 
 def evaluate_line(output: str) -> str:
     """evaluate's last line in a `dvc repro` output: how many cells it evaluated."""
-    lines = [line for line in output.splitlines() if line.startswith("evaluate: ")]
+    lines = [
+        line for line in output.splitlines() if re.match(r"evaluate: \d+ cells? evaluated", line)
+    ]
     assert len(lines) == 1, output
     return lines[0]
 
