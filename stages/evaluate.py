@@ -119,7 +119,9 @@ def _evaluate_on_cluster(
             flush=True,
         )
 
-    with engine.connect(params.evaluate.parallel_cells) as cluster:
+    # No more workers than cells: one pending cell is evaluated in this process, without
+    # starting worker processes (each imports TensorFlow).
+    with engine.connect(min(params.evaluate.parallel_cells, len(pending))) as cluster:
         engine.check_workers(cluster, "evaluate")
         print(f"evaluate: {_cells(len(pending))} on {engine.describe(cluster)}", flush=True)
         workers = engine.worker_count(cluster) or params.evaluate.parallel_cells
