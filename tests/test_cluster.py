@@ -302,11 +302,11 @@ def test_evaluate_on_two_workers_writes_the_bytes_of_one_worker_and_a_bad_model_
         archive.writestr("metadata.json", "{}")
     set_parallel(project, 2, "evaluate")  # a LocalCluster of two worker processes
     result = processes.run([BIN / "mlpstudy", "evaluate"], cwd=project, env=env, timeout=600)
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]  # bad input
     assert "evaluate: 6 cells on 2 workers (a LocalCluster on 127.0.0.1)" in result.stdout
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(
-        f"error: evaluate: 1 of 6 cells failed ({broken}: ConfigError: "
+        f"error: evaluate: 1 of 6 cells failed ({broken}: "
         f"data/models/{broken}/model.keras: cannot load the Keras model"
     ), line
     assert line.endswith(

@@ -462,9 +462,12 @@ def test_a_model_file_with_damaged_weights_is_bad_input_named_in_one_line(projec
 
     result = cli(project, "evaluate")
 
-    assert result.exit_code == 2
+    assert result.exit_code == 2  # bad input, found when a worker loads the model
     line = one_line(result)
-    assert line.startswith(f"data/models/{CELL.key}/model.keras: cannot load the Keras model (")
-    assert line.endswith(f"; delete data/models/{CELL.key}/ (if any) and run `dvc repro train`")
+    assert line.startswith(
+        f"evaluate: 1 of 1 cells failed ({CELL.key}: data/models/{CELL.key}/model.keras: "
+        "cannot load the Keras model ("
+    )
+    assert f"; delete data/models/{CELL.key}/ (if any) and run `dvc repro train`); " in line
     assert snapshot(project.root / "reports") == reports
     assert run_statuses(f"sqlite:///{project.mlflow_db}") == ["FINISHED"]

@@ -133,7 +133,7 @@ def test_mirrored_over_two_cpu_devices_trains_what_one_device_trains(tmp_path, r
     # devices, refuses the cell before it trains, and nothing of it is installed or left running.
     errors = [line for line in logs["two"].read_text().splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: train: 1 of 1 cells failed ({CELL.key}: ConfigError: train.steps_per_execution: "
+        f"error: train: 1 of 1 cells failed ({CELL.key}: train.steps_per_execution: "
         "4 with train.distribute: mirrored over 2 devices; Keras 3 fails to run several steps "
         "per execution on more than one replica; allowed: 1 (the setting changes speed only)); "
         "the 0 others are saved, so run `dvc repro train` again trains only the failed ones"

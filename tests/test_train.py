@@ -697,7 +697,7 @@ def test_bad_input_stops_before_the_store_or_any_output(tmp_path, real_params_di
     validation.write_bytes(kept)
     with pytest.raises(
         StageError,
-        match=rf"train: 1 of 1 cells failed \({re.escape(CELL.key)}: ConfigError: train\.device: "
+        match=rf"train: 1 of 1 cells failed \({re.escape(CELL.key)}: train\.device: "
         r"'gpu' but TensorFlow sees no GPU",
     ):
         train_one(params, CELL, paths, device="gpu")

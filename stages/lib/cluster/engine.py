@@ -43,6 +43,7 @@ from distributed.scheduler import KilledWorker
 
 from stages.lib.cluster import recycling
 from stages.lib.core.code import stage_digest
+from stages.lib.core.config import ConfigError
 from stages.lib.core.errors import StageError
 
 SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
@@ -89,6 +90,7 @@ def skew(worker: str, found: dict[str, str], expected: dict[str, str]) -> str | 
 class Failure:
     key: str
     message: str
+    bad_input: bool  # the cell's own input was refused (ConfigError): its message says why
 
 
 @contextmanager
@@ -245,7 +247,8 @@ def run(
                 error = future.exception()
                 if isinstance(error, VersionSkew):
                     raise StageError(str(error))
-                failures.append(Failure(key, _message(error)))
+                bad_input = isinstance(error, ConfigError)
+                failures.append(Failure(key, _message(error), bad_input))
                 print(f"{stage} {key}: failed: {_message(error)}", flush=True)
             if in_flight is not None:
                 submit_next()
@@ -274,7 +277,10 @@ def _message(error: BaseException | None) -> str:
             "memory or crashed); the other cells went on"
         )
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    first = text[0] if text else ""
+    if isinstance(error, ConfigError):
+        return first  # a message for the user: names the file, the value and what to do
+    return f"{type(error).__name__}: {first}".rstrip(": ")
 
 
 def _run_on_worker(
