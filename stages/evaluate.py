@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads: n
 from typing import TYPE_CHECKING, Any
 
 from stages.lib.core.atomic import atomic_path, check_writable
-from stages.lib.core.config import ConfigError, Params
+from stages.lib.core.config import Params
 from stages.lib.core.errors import StageError
 from stages.lib.core.grid import Cell, grid
 from stages.lib.core.paths import Paths, display_path
@@ -134,14 +134,7 @@ def _evaluate_on_cluster(
             install,
             in_flight=IN_FLIGHT_PER_WORKER * workers,
         )
-    if failures:
-        listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)
-        # Only models refused as bad input: exit as for bad input (2), else as a failed stage.
-        error = ConfigError if all(failure.bad_input for failure in failures) else StageError
-        raise error(
-            f"evaluate: {len(failures)} of {len(pending)} cells failed ({listed}); the "
-            f"{len(results)} others are saved; {AGAIN} to evaluate only the failed ones"
-        )
+    engine.raise_failures("evaluate", failures, len(pending))
     return results
 
 

@@ -22,7 +22,6 @@ from typing import Any
 from stages.lib.core.atomic import check_writable
 from stages.lib.core.cell_config import array_digest
 from stages.lib.core.config import Params
-from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.data.prepared import load_split, split_file
 from stages.lib.training import grid_plan
@@ -93,12 +92,7 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
             install,
             on_event=lambda event: print(epoch_line(event), flush=True),
         )
-    if failures:
-        listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)
-        raise StageError(
-            f"train: {len(failures)} of {len(jobs)} cells failed ({listed}); the "
-            f"{len(trained)} others are saved, so {AGAIN} trains only the failed ones"
-        )
+    engine.raise_failures("train", failures, len(jobs))
     return {"trained": trained, "up_to_date": up_to_date}
 
 

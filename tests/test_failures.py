@@ -125,7 +125,7 @@ def cell_failed(line: str, cause: str) -> None:
     assert line.startswith(f"train: 1 of 1 cells failed ({CELL.key}: "), line
     assert cause in line, line
     assert line.endswith(
-        "; the 0 others are saved, so run `dvc repro train` again trains only the failed ones"
+        "; the 0 others are saved; run `dvc repro train` again to train only the failed ones"
     ), line
 
 

@@ -696,7 +696,7 @@ def test_bad_input_stops_before_the_store_or_any_output(tmp_path, real_params_di
     # a run of its own exists, and nothing is installed.
     validation.write_bytes(kept)
     with pytest.raises(
-        StageError,
+        ConfigError,  # bad input: the stage exits 2
         match=rf"train: 1 of 1 cells failed \({re.escape(CELL.key)}: train\.device: "
         r"'gpu' but TensorFlow sees no GPU",
     ):

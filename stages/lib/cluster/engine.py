@@ -93,6 +93,22 @@ class Failure:
     bad_input: bool  # the cell's own input was refused (ConfigError): its message says why
 
 
+def raise_failures(stage: str, failures: list[Failure], cells: int) -> None:
+    """The stage's one error once `run` returns, if any of its `cells` failed: one line naming
+    each failed cell and its cause. The others were saved, so running the stage again redoes
+    only the failed ones. Exit 2 (ConfigError) when every failed cell was refused as bad input,
+    else 1 (StageError)."""
+    if not failures:
+        return
+    listed = "; ".join(f"{failure.key}: {failure.message}" for failure in failures)
+    error = ConfigError if all(failure.bad_input for failure in failures) else StageError
+    raise error(
+        f"{stage}: {len(failures)} of {cells} cells failed ({listed}); the "
+        f"{cells - len(failures)} others are saved; run `dvc repro {stage}` again to {stage} "
+        "only the failed ones"
+    )
+
+
 @contextmanager
 def connect(parallel_cells: int) -> Iterator[Client]:
     """A client of the scheduler named by DASK_SCHEDULER_ADDRESS, else of a new LocalCluster."""
