@@ -285,6 +285,11 @@ def test_evaluate_on_two_workers_writes_the_bytes_of_one_worker_and_a_bad_model_
     output = run(project, remote, str(BIN / "mlpstudy"), "evaluate")
     assert f"evaluate: 6 cells on 2 workers at {cluster.address}" in output
     assert "evaluate: 6 cells evaluated, 0 up to date" in output
+    progress = [line for line in output.splitlines() if line.startswith("evaluate [")]
+    assert [line.split("]")[0] for line in progress] == [f"evaluate [{n}/6" for n in range(1, 7)]
+    for line in progress[:5]:
+        assert re.search(r": test accuracy [01]\.\d{4} \| ~\d+ s left$", line), line
+    assert progress[5].endswith(" | all evaluated"), progress
     assert evaluate_files(project) == expected
     client = MlflowClient(f"sqlite:///{paths.mlflow_db}")
     for key, (found,) in cell_runs(project).items():

@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from stages.lib.core.stopwatch import duration
 from stages.lib.training.cell_job import CellJob, CellResult
 
 SHOWN = ("loss", "val_accuracy", "val_loss")
@@ -88,11 +89,3 @@ class GridProgress:
             f"{metrics['best_val_accuracy']:.4f} ({duration(result.seconds)}) | "
             + (f"~{duration(left)} left" if len(self.finished) < self.total else "grid done")
         )
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
