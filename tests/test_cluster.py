@@ -29,6 +29,9 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from project import BIN, TINY, make_project, run, shrink, shrunk_cell
 
+from stages.lib.cluster import engine
+from stages.lib.core.config import ConfigError
+from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
 from stages.lib.training import checkpoint
 
@@ -451,3 +454,25 @@ def test_a_breakpoint_in_the_fitting_code_stops_dvc_repro_with_one_worker(tmp_pa
     assert f"'stopped in {key}'" in result.stdout, result.stdout[-3000:]
     assert "(Pdb)" in result.stdout
     assert re.search(rf"^train \[1/1\] {re.escape(key)}: ", result.stdout, re.M)
+
+
+def test_a_stage_exits_2_only_when_every_failed_cell_was_bad_input() -> None:
+    """The one line of a stage whose cells failed: each cell and its cause, how many are saved;
+    ConfigError (exit 2) only when every failed cell was refused as bad input."""
+    refused = engine.Failure("a", "train.device: 'gpu' but TensorFlow sees no GPU", True)
+    died = engine.Failure("b", "its worker died while running it, 2 times", False)
+    engine.raise_failures("train", [], 3)  # nothing failed: nothing raised
+
+    with pytest.raises(ConfigError) as bad_input:
+        engine.raise_failures("evaluate", [refused], 3)
+    assert str(bad_input.value) == (
+        "evaluate: 1 of 3 cells failed (a: train.device: 'gpu' but TensorFlow sees no GPU); the "
+        "2 others are saved; run `dvc repro evaluate` again to evaluate only the failed ones"
+    )
+    with pytest.raises(StageError) as mixed:
+        engine.raise_failures("train", [refused, died], 5)
+    assert str(mixed.value) == (
+        "train: 2 of 5 cells failed (a: train.device: 'gpu' but TensorFlow sees no GPU; b: its "
+        "worker died while running it, 2 times); the 3 others are saved; run `dvc repro train` "
+        "again to train only the failed ones"
+    )
