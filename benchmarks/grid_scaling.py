@@ -39,7 +39,10 @@ the scratch project is deleted.
    seeds 0..N-1) trained by `dvc repro train` with `parallel_cells: 1`, then in a fresh project
    with `parallel_cells: 2`: cells per minute of each and their ratio (target >= 1.7), over the
    whole `dvc repro` and after the first wave of cells (from the install of the first
-   `parallel_cells` cells to the last: the workers' start-up left out).
+   `parallel_cells` cells to the last: the workers' start-up left out). Before them, the
+   machine's own ceiling for that ratio: a fixed single-threaded workload (float32 matmuls of a
+   cell's first layer, numpy with one BLAS thread) in one process alone, then in two at once;
+   the work two processes do per second against one. No grid can beat it.
 
 --quick checks the script in a few minutes: 2 initializers (14 cells per seed), sizes 14,28,56
 (baseline 14,28), 112 cells end to end (one seed of every optimizer), 4 throughput cells.
@@ -92,6 +95,18 @@ RATIO_TARGET_CELLS = 1000
 END_TO_END_TARGET_SECONDS = 30 * 60
 THROUGHPUT_TARGET = 1.7
 THROUGHPUT_EPOCHS = 3
+CEILING_ITERATIONS = 4000  # about 5 s alone on the development machine
+CEILING_WORKLOAD = """
+import time
+import numpy as np
+rng = np.random.default_rng(0)
+a = rng.random((256, 784), dtype=np.float32)
+b = rng.random((784, 256), dtype=np.float32)
+start = time.perf_counter()
+for _ in range(ITERATIONS):
+    a @ b
+print(time.perf_counter() - start)
+"""
 Edit = Callable[[dict[str, Any]], None]
 
 
@@ -432,8 +447,38 @@ def end_to_end(workspace: Workspace, design: Design, grid: Grid) -> dict[str, An
     }
 
 
+def machine_ceiling(iterations: int) -> dict[str, Any]:
+    """Work per second of two single-threaded processes at once against one alone: the most
+    that two workers can give over one on this machine."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    code = CEILING_WORKLOAD.replace("ITERATIONS", str(iterations))
+
+    def started() -> subprocess.Popen[str]:
+        command = [sys.executable, "-c", code]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+
+    def seconds(process: subprocess.Popen[str]) -> float:
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            raise BenchmarkError(f"the ceiling workload exited {process.returncode}")
+        return float(output)
+
+    alone = seconds(started())
+    pair = [started(), started()]
+    together = [seconds(process) for process in pair]
+    return {
+        "workload": f"{iterations} float32 matmuls (256 x 784) @ (784 x 256), one BLAS thread",
+        "alone_seconds": alone,
+        "two_at_once_seconds": together,
+        "ratio": 2 * alone / max(together),
+    }
+
+
 def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, Any]:
-    """Real cells with parallel_cells 1, then 2 (fresh projects): cells per minute of each."""
+    """The machine's ceiling, then real cells with parallel_cells 1, then 2 (fresh projects):
+    cells per minute of each."""
+    ceiling = machine_ceiling(CEILING_ITERATIONS)
+    print(f"    machine ceiling: two processes {ceiling['ratio']:.2f}x one", flush=True)
     runs: dict[str, dict[str, Any]] = {}
     for parallel in (1, 2):
         load = os.getloadavg()[0]
@@ -457,6 +502,7 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
     steady = [runs[parallel]["steady_cells_per_minute"] for parallel in ("1", "2")]
     return {
         "steady_ratio": steady[1] / steady[0] if None not in steady else None,
+        "machine_ceiling": ceiling,
         "cells": cells,
         "cell": f"relu / he_normal / adam, [256, 128], {THROUGHPUT_EPOCHS} epochs, batch 256",
         "parallel_cells": runs,
@@ -602,6 +648,12 @@ def print_throughput(result: dict[str, Any]) -> None:
     print(f"  ratio {result['ratio']:.2f} (target >= {THROUGHPUT_TARGET}: {verdict})")
     if result.get("steady_ratio"):
         print(f"  ratio after the first wave (no worker start-up) {result['steady_ratio']:.2f}")
+    ceiling = result["machine_ceiling"]
+    print(
+        f"  this machine's ceiling: two single-threaded processes do {ceiling['ratio']:.2f}x "
+        f"the work of one ({ceiling['workload']}: {ceiling['alone_seconds']:.1f} s alone, "
+        f"{max(ceiling['two_at_once_seconds']):.1f} s two at once)"
+    )
 
 
 # ------------------------------------------------------------------------------------- set-up

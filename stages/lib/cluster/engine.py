@@ -125,7 +125,13 @@ def connect(parallel_cells: int) -> Iterator[Client]:
         with client:
             yield client
         return
-    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    settings = {
+        "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+        # Dask sets MALLOC_TRIM_THRESHOLD_ in its worker processes, which turns off glibc's
+        # dynamic mmap threshold: each of TensorFlow's tensors over 128 KiB is then mapped and
+        # unmapped anew, and a cell fits slower (benchmarks/default_study.py). Not set here.
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    }
     processes = parallel_cells > 1  # else a worker thread here, reached in-process (inproc://)
     with dask.config.set(settings):
         cluster = LocalCluster(
