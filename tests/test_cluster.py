@@ -476,3 +476,12 @@ def test_a_stage_exits_2_only_when_every_failed_cell_was_bad_input() -> None:
         "worker died while running it, 2 times); the 3 others are saved; run `dvc repro train` "
         "again to train only the failed ones"
     )
+
+
+def test_the_local_clusters_workers_keep_glibcs_dynamic_mmap_threshold() -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic
+    mmap threshold and slows every fit (docs/scaling.md); the stage's LocalCluster does not."""
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    with engine.connect(2) as client:
+        found = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+    assert list(found.values()) == ["unset", "unset"], found
