@@ -42,7 +42,9 @@ the scratch project is deleted.
    `parallel_cells` cells to the last: the workers' start-up left out). Before them, the
    machine's own ceiling for that ratio: a fixed single-threaded workload (float32 matmuls of a
    cell's first layer, numpy with one BLAS thread) in one process alone, then in two at once;
-   the work two processes do per second against one. No grid can beat it.
+   the work two processes do per second against one. No grid can beat it. Each run also
+   prints the cores it kept busy (CPU seconds of its process tree over its wall time): one worker
+   that already keeps more than one core busy leaves less than 2x for two.
 
 --quick checks the script in a few minutes: 2 initializers (14 cells per seed), sizes 14,28,56
 (baseline 14,28), 112 cells end to end (one seed of every optimizer), 4 throughput cells.
@@ -67,6 +69,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -268,12 +271,14 @@ class Project:
         self.seconds_of_preprocess = 0.0
         self.last_output = ""
         self.count = 0
+        self.last_cores_busy = 0.0
 
     def run(self, command: list[str]) -> float:
         """Run `command` in the project; its wall time. Output goes to a file, never a pipe (a
         process left behind must not hold our read open); a failure raises with its tail."""
         self.count += 1
         log = self.directory.parent / f"command-{self.count:02d}.log"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         with log.open("w") as output:
             code = subprocess.run(
@@ -286,6 +291,9 @@ class Project:
                 start_new_session=True,
             ).returncode
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.last_cores_busy = cpu / seconds  # CPU seconds of the command's waited-for process tree
         self.last_output = log.read_text(errors="replace")
         if code != 0:
             raise BenchmarkError(
@@ -485,6 +493,7 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
         project = workspace.project(design, f"throughput-{parallel}", real(cells, parallel))
         try:
             wall = project.dvc("repro", "train")
+            cores_busy = project.last_cores_busy
             fit = project.fit_seconds(cells)
             steady = project.steady_cells_per_minute(parallel)
         finally:
@@ -493,6 +502,7 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
             "wall_seconds": wall,
             "fit_seconds": fit,
             "cells_per_minute": cells * 60 / wall,
+            "cores_busy": cores_busy,
             "steady_cells_per_minute": steady,
             "processes_left_behind": left,
             "load_average_before": load,
@@ -643,6 +653,7 @@ def print_throughput(result: dict[str, Any]) -> None:
                 if run.get("steady_cells_per_minute")
                 else ""
             )
+            + f"; {run['cores_busy']:.2f} of {os.cpu_count()} cores busy"
         )
     verdict = "meets" if result["meets_target"] else "MISSES"
     print(f"  ratio {result['ratio']:.2f} (target >= {THROUGHPUT_TARGET}: {verdict})")
