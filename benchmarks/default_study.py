@@ -25,9 +25,8 @@ slower).
 from __future__ import annotations
 
 import argparse
-import datetime
+import math
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -44,16 +43,16 @@ from grid_scaling import (
     Workspace,
     baseline_source,
     candidate_label,
+    header,
 )
+
+from stages.lib.core.config import AXES
 
 
 def cells_of(source: Path) -> int:
     """The number of cells of the grid in `source`'s params.yaml."""
     train = yaml.safe_load((source / "params.yaml").read_text())["train"]
-    count = 1
-    for axis in ("activation", "initializer", "optimizer", "architecture", "batch_size"):
-        count *= len(train[axis])
-    return count * len(train["dropout"]) * len(train["seed"])
+    return math.prod(len(train[axis]) for axis in AXES)
 
 
 def forced_run(workspace: Workspace, design: Design, repeat: int) -> dict[str, Any]:
@@ -99,14 +98,7 @@ def main() -> None:
         order += pair if repeat % 2 == 0 else pair[::-1]
     results = Results(
         args.out,
-        {
-            "benchmark": "benchmarks/default_study.py",
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "data": workspace.data,
-            "designs": {name: design.label for name, design in designs.items()},
-            "runs": [],
-        },
+        {**header("benchmarks/default_study.py", workspace, designs), "runs": []},
     )
     print(f"scratch projects under {base}; data: {workspace.data}")
     for design in designs.values():

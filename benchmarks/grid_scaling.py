@@ -756,6 +756,17 @@ def variant_names() -> Names:
     return Names(list(train["activations"]), list(train["initializers"]), list(train["optimizers"]))
 
 
+def header(benchmark: str, workspace: Workspace, designs: dict[str, Design]) -> dict[str, Any]:
+    """What a results file starts with: the script, when, the machine, the data, the designs."""
+    return {
+        "benchmark": benchmark,
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "data": workspace.data,
+        "designs": {name: design.label for name, design in designs.items()},
+    }
+
+
 class Results:
     """The JSON file, rewritten after every measurement."""
 
@@ -828,12 +839,8 @@ def measure(
     results = Results(
         args.out,
         {
-            "benchmark": "benchmarks/grid_scaling.py",
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "data": workspace.data,
+            **header("benchmarks/grid_scaling.py", workspace, designs),
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "designs": {name: design.label for name, design in designs.items()},
             "growth": {name: [] for name in designs},
         },
     )
