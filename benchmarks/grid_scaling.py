@@ -39,7 +39,10 @@ the scratch project is deleted.
    seeds 0..N-1) trained by `dvc repro train` with `parallel_cells: 1`, then in a fresh project
    with `parallel_cells: 2`: cells per minute of each and their ratio (target >= 1.7), over the
    whole `dvc repro` and after the first wave of cells (from the install of the first
-   `parallel_cells` cells to the last: the workers' start-up left out). Before them, the
+   `parallel_cells` cells to the last: the workers' start-up left out). Between them, a third
+   run with `parallel_cells: 2` and TF_NUM_INTEROP_THREADS set to the machine's cores, as
+   TensorFlow's default is: each worker's inter-op pool as large as the machine, as before the
+   engine shared the cores out among its workers (before and after, side by side). Before them, the
    machine's own ceiling for that ratio: a fixed single-threaded workload (float32 matmuls of a
    cell's first layer, numpy with one BLAS thread) in one process alone, then in two at once;
    the work two processes do per second against one. No grid can beat it. Each run also
@@ -98,6 +101,19 @@ RATIO_TARGET_CELLS = 1000
 END_TO_END_TARGET_SECONDS = 30 * 60
 THROUGHPUT_TARGET = 1.7
 THROUGHPUT_EPOCHS = 3
+# Throughput runs: name, parallel_cells, extra environment. "2-default-interop" is the engine's
+# workers before they shared out the cores: each with an inter-op pool of the whole machine
+# (TensorFlow's default, restated, because the engine's setting yields to the environment's).
+THROUGHPUT_RUNS: list[tuple[str, int, dict[str, str]]] = [
+    ("1", 1, {}),
+    ("2-default-interop", 2, {"TF_NUM_INTEROP_THREADS": str(os.cpu_count() or 1)}),
+    ("2", 2, {}),
+]
+THROUGHPUT_LABELS = {
+    "1": "parallel_cells 1",
+    "2-default-interop": "parallel_cells 2, TensorFlow's default inter-op pool in each worker",
+    "2": "parallel_cells 2",
+}
 CEILING_ITERATIONS = 4000  # about 5 s alone on the development machine
 CEILING_WORKLOAD = """
 import time
@@ -250,11 +266,14 @@ class Workspace:
             env["MLPSTUDY_MNIST_SHA256SUMS"] = str(self.sums)
         return env
 
-    def project(self, design: Design, name: str, edit: Edit) -> Project:
-        """A fresh git repo with `design`'s pipeline, `edit`ed params and prepared data."""
+    def project(
+        self, design: Design, name: str, edit: Edit, extra: dict[str, str] | None = None
+    ) -> Project:
+        """A fresh git repo with `design`'s pipeline, `edit`ed params and prepared data; its
+        commands run with the `extra` environment variables too."""
         directory = self.base / f"{design.name}-{name}" / "project"
         copy_project(design.source, directory, edit)
-        project = Project(directory, self.environment(directory), self.keep)
+        project = Project(directory, {**self.environment(directory), **(extra or {})}, self.keep)
         for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
             project.run(command)
         project.seconds_of_preprocess = project.dvc("repro", "preprocess")
@@ -483,14 +502,15 @@ def machine_ceiling(iterations: int) -> dict[str, Any]:
 
 
 def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, Any]:
-    """The machine's ceiling, then real cells with parallel_cells 1, then 2 (fresh projects):
-    cells per minute of each."""
+    """The machine's ceiling, then real cells with parallel_cells 1, then 2 with each worker on
+    TensorFlow's default inter-op pool (the whole machine), then 2 as the engine sets them up
+    (fresh projects): cells per minute of each."""
     ceiling = machine_ceiling(CEILING_ITERATIONS)
     print(f"    machine ceiling: two processes {ceiling['ratio']:.2f}x one", flush=True)
     runs: dict[str, dict[str, Any]] = {}
-    for parallel in (1, 2):
+    for run, parallel, extra in THROUGHPUT_RUNS:
         load = os.getloadavg()[0]
-        project = workspace.project(design, f"throughput-{parallel}", real(cells, parallel))
+        project = workspace.project(design, f"throughput-{run}", real(cells, parallel), extra)
         try:
             wall = project.dvc("repro", "train")
             cores_busy = project.last_cores_busy
@@ -498,7 +518,9 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
             steady = project.steady_cells_per_minute(parallel)
         finally:
             left = project.finish()
-        runs[str(parallel)] = {
+        runs[run] = {
+            "parallel_cells": parallel,
+            "environment": extra,
             "wall_seconds": wall,
             "fit_seconds": fit,
             "cells_per_minute": cells * 60 / wall,
@@ -507,11 +529,12 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
             "processes_left_behind": left,
             "load_average_before": load,
         }
-        print(f"    parallel_cells {parallel}: {wall:.1f} s", flush=True)
+        print(f"    {THROUGHPUT_LABELS[run]}: {wall:.1f} s", flush=True)
     ratio = runs["2"]["cells_per_minute"] / runs["1"]["cells_per_minute"]
-    steady = [runs[parallel]["steady_cells_per_minute"] for parallel in ("1", "2")]
+    steady = {run: runs[run]["steady_cells_per_minute"] for run in runs}
     return {
-        "steady_ratio": steady[1] / steady[0] if None not in steady else None,
+        "steady_ratio": ratio_of(steady["2"], steady["1"]),
+        "steady_ratio_with_default_interop": ratio_of(steady["2-default-interop"], steady["1"]),
         "machine_ceiling": ceiling,
         "cells": cells,
         "cell": f"relu / he_normal / adam, [256, 128], {THROUGHPUT_EPOCHS} epochs, batch 256",
@@ -520,6 +543,10 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
         "target": THROUGHPUT_TARGET,
         "meets_target": ratio >= THROUGHPUT_TARGET,
     }
+
+
+def ratio_of(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -644,9 +671,9 @@ def print_end_to_end(result: dict[str, Any]) -> None:
 
 def print_throughput(result: dict[str, Any]) -> None:
     print(f"\n3. Throughput (candidate): {result['cells']} real cells ({result['cell']})")
-    for parallel, run in result["parallel_cells"].items():
+    for name, run in result["parallel_cells"].items():
         print(
-            f"  parallel_cells {parallel}: {run['wall_seconds']:7.1f} s, "
+            f"  {THROUGHPUT_LABELS[name]}: {run['wall_seconds']:7.1f} s, "
             f"{run['cells_per_minute']:.2f} cells per minute"
             + (
                 f" ({run['steady_cells_per_minute']:.2f} after the first wave)"
@@ -659,6 +686,11 @@ def print_throughput(result: dict[str, Any]) -> None:
     print(f"  ratio {result['ratio']:.2f} (target >= {THROUGHPUT_TARGET}: {verdict})")
     if result.get("steady_ratio"):
         print(f"  ratio after the first wave (no worker start-up) {result['steady_ratio']:.2f}")
+    if result.get("steady_ratio_with_default_interop"):
+        print(
+            "  the same with TensorFlow's default inter-op pool in each worker "
+            f"{result['steady_ratio_with_default_interop']:.2f}"
+        )
     ceiling = result["machine_ceiling"]
     print(
         f"  this machine's ceiling: two single-threaded processes do {ceiling['ratio']:.2f}x "

@@ -2,8 +2,9 @@
 
 - By default a `LocalCluster` starts by itself, bound to 127.0.0.1 (a Dask scheduler runs pickled
   code from any client that reaches it, so it is never exposed), with the stage's `parallel_cells`
-  worker processes of one thread each. With `parallel_cells: 1` the one worker is a thread of
-  the stage's own process, so a `breakpoint()` in a cell's code stops `dvc repro` there.
+  worker processes of one thread each, each with its share of the cores as TensorFlow's inter-op
+  pool. With `parallel_cells: 1` the one worker is a thread of the stage's own process, so a
+  `breakpoint()` in a cell's code stops `dvc repro` there.
 - `DASK_SCHEDULER_ADDRESS` (Dask's own setting) names a running scheduler instead: a SLURM
   cluster through dask-jobqueue, a TLS-secured one through Dask's `distributed.comm.tls` settings.
   It is not a param, so moving to a cluster re-runs no cell.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import platform
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -109,6 +111,12 @@ def raise_failures(stage: str, failures: list[Failure], cells: int) -> None:
     )
 
 
+def interop_threads(parallel_cells: int) -> int:
+    """TensorFlow inter-op threads for each of `parallel_cells` worker processes on this machine:
+    its cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // parallel_cells)
+
+
 @contextmanager
 def connect(parallel_cells: int) -> Iterator[Client]:
     """A client of the scheduler named by DASK_SCHEDULER_ADDRESS, else of a new LocalCluster."""
@@ -131,6 +139,12 @@ def connect(parallel_cells: int) -> Iterator[Client]:
         # dynamic mmap threshold: each of TensorFlow's tensors over 128 KiB is then mapped and
         # unmapped anew, and a cell fits slower (benchmarks/default_study.py). Not set here.
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        # TensorFlow gives each process an inter-op pool as large as the machine; with a worker
+        # per core, the pools of all workers contend for the same cores. A share of the cores
+        # each (your own TF_NUM_INTEROP_THREADS wins).
+        "distributed.nanny.pre-spawn-environ.TF_NUM_INTEROP_THREADS": interop_threads(
+            parallel_cells
+        ),
     }
     processes = parallel_cells > 1  # else a worker thread here, reached in-process (inproc://)
     with dask.config.set(settings):
