@@ -42,7 +42,9 @@ the scratch project is deleted.
    `parallel_cells` cells to the last: the workers' start-up left out). Between them, a third
    run with `parallel_cells: 2` and TF_NUM_INTEROP_THREADS set to the machine's cores, as
    TensorFlow's default is: each worker's inter-op pool as large as the machine, as before the
-   engine shared the cores out among its workers (before and after, side by side). Before them, the
+   engine shared the cores out among its workers (before and after, side by side). With
+   --throughput-before COMMIT, first the same cells with that commit's code on 1 and then 2
+   workers: the ratio before a change, measured in the same run as after it. Before them all, the
    machine's own ceiling for that ratio: a fixed single-threaded workload (float32 matmuls of a
    cell's first layer, numpy with one BLAS thread) in one process alone, then in two at once;
    the work two processes do per second against one. No grid can beat it. Each run also
@@ -61,6 +63,7 @@ synthetic digits of the same size (tests/synthetic.py).
     .venv/bin/python benchmarks/grid_scaling.py [--sizes 70,280,1120] [--baseline-sizes 70,140,280]
         [--baseline 7128918] [--only baseline|candidate] [--initializers 10]
         [--end-to-end-cells 1680 | --skip-end-to-end] [--throughput-cells 12 | --skip-throughput]
+        [--throughput-before COMMIT]
         [--quick] [--out benchmarks/results/grid_scaling.json] [--keep]
 """
 
@@ -135,7 +138,7 @@ class BenchmarkError(Exception):
 
 @dataclass
 class Design:
-    name: str  # baseline | candidate
+    name: str  # baseline | candidate | before (throughput only)
     source: Path  # the tree its scratch projects are copied from
     label: str  # where the code comes from, for the report
 
@@ -501,16 +504,27 @@ def machine_ceiling(iterations: int) -> dict[str, Any]:
     }
 
 
-def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, Any]:
-    """The machine's ceiling, then real cells with parallel_cells 1, then 2 with each worker on
-    TensorFlow's default inter-op pool (the whole machine), then 2 as the engine sets them up
-    (fresh projects): cells per minute of each."""
+def throughput(
+    workspace: Workspace, design: Design, cells: int, before: Design | None = None
+) -> dict[str, Any]:
+    """The machine's ceiling, then real cells (fresh projects): with `before`'s code on 1 and 2
+    workers when given, then with parallel_cells 1, 2 with each worker on TensorFlow's default
+    inter-op pool (the whole machine), and 2 as the engine sets them up: cells per minute of
+    each."""
     ceiling = machine_ceiling(CEILING_ITERATIONS)
     print(f"    machine ceiling: two processes {ceiling['ratio']:.2f}x one", flush=True)
+    plan = [(f"before-{parallel}", before, parallel, {}) for parallel in (1, 2) if before]
+    plan += [(run, design, parallel, extra) for run, parallel, extra in THROUGHPUT_RUNS]
+    labels = {**THROUGHPUT_LABELS}
+    if before:
+        for parallel in (1, 2):
+            labels[f"before-{parallel}"] = (
+                f"parallel_cells {parallel}, the code before ({before.label})"
+            )
     runs: dict[str, dict[str, Any]] = {}
-    for run, parallel, extra in THROUGHPUT_RUNS:
+    for run, source, parallel, extra in plan:
         load = os.getloadavg()[0]
-        project = workspace.project(design, f"throughput-{run}", real(cells, parallel), extra)
+        project = workspace.project(source, f"throughput-{run}", real(cells, parallel), extra)
         try:
             wall = project.dvc("repro", "train")
             cores_busy = project.last_cores_busy
@@ -519,6 +533,7 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
         finally:
             left = project.finish()
         runs[run] = {
+            "label": labels[run],
             "parallel_cells": parallel,
             "environment": extra,
             "wall_seconds": wall,
@@ -529,12 +544,13 @@ def throughput(workspace: Workspace, design: Design, cells: int) -> dict[str, An
             "processes_left_behind": left,
             "load_average_before": load,
         }
-        print(f"    {THROUGHPUT_LABELS[run]}: {wall:.1f} s", flush=True)
+        print(f"    {labels[run]}: {wall:.1f} s", flush=True)
     ratio = runs["2"]["cells_per_minute"] / runs["1"]["cells_per_minute"]
     steady = {run: runs[run]["steady_cells_per_minute"] for run in runs}
     return {
         "steady_ratio": ratio_of(steady["2"], steady["1"]),
         "steady_ratio_with_default_interop": ratio_of(steady["2-default-interop"], steady["1"]),
+        "steady_ratio_before": ratio_of(steady.get("before-2"), steady.get("before-1")),
         "machine_ceiling": ceiling,
         "cells": cells,
         "cell": f"relu / he_normal / adam, [256, 128], {THROUGHPUT_EPOCHS} epochs, batch 256",
@@ -671,9 +687,9 @@ def print_end_to_end(result: dict[str, Any]) -> None:
 
 def print_throughput(result: dict[str, Any]) -> None:
     print(f"\n3. Throughput (candidate): {result['cells']} real cells ({result['cell']})")
-    for name, run in result["parallel_cells"].items():
+    for run in result["parallel_cells"].values():
         print(
-            f"  {THROUGHPUT_LABELS[name]}: {run['wall_seconds']:7.1f} s, "
+            f"  {run['label']}: {run['wall_seconds']:7.1f} s, "
             f"{run['cells_per_minute']:.2f} cells per minute"
             + (
                 f" ({run['steady_cells_per_minute']:.2f} after the first wave)"
@@ -691,6 +707,8 @@ def print_throughput(result: dict[str, Any]) -> None:
             "  the same with TensorFlow's default inter-op pool in each worker "
             f"{result['steady_ratio_with_default_interop']:.2f}"
         )
+    if result.get("steady_ratio_before"):
+        print(f"  the same with the code before {result['steady_ratio_before']:.2f}")
     ceiling = result["machine_ceiling"]
     print(
         f"  this machine's ceiling: two single-threaded processes do {ceiling['ratio']:.2f}x "
@@ -723,6 +741,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--skip-end-to-end", action="store_true")
     parser.add_argument("--throughput-cells", type=int, help="12")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--throughput-before",
+        metavar="COMMIT",
+        help="also measure throughput with this commit's code, on 1 and 2 workers (before/after)",
+    )
     parser.add_argument(
         "--parallel-cells",
         type=int,
@@ -928,7 +951,15 @@ def measure(
             results.save()
         if "candidate" in designs and not args.skip_throughput:
             print(f"\n[candidate] throughput: {args.throughput_cells} real cells", flush=True)
-            data["throughput"] = throughput(workspace, designs["candidate"], args.throughput_cells)
+            before = None
+            if args.throughput_before:
+                source, full = baseline_source(
+                    args.throughput_before, workspace.base / "throughput-before-source"
+                )
+                before = Design("before", source, f"git commit {full[:12]}")
+            data["throughput"] = throughput(
+                workspace, designs["candidate"], args.throughput_cells, before
+            )
             results.save()
     except BenchmarkError as error:
         data["error"] = str(error)

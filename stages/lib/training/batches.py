@@ -79,7 +79,16 @@ def feed(
     stream = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
     checked = tf.data.Dataset.from_tensor_slices(tuple(tf.constant(a) for a in validation))
     return Feed(
-        stream.prefetch(2),
+        stream.prefetch(2).with_options(untuned()),
         steps_per_epoch(examples, batch_size),
-        checked.batch(validation_batch_size).cache(),
+        checked.batch(validation_batch_size).cache().with_options(untuned()),
     )
+
+
+def untuned() -> tf.data.Options:
+    """No tf.data autotuning: these pipelines have nothing to tune (no parallel stage, a fixed
+    prefetch), and its model thread can hold an iterator's destruction, at the end of `fit`,
+    for about two seconds (benchmarks/fit_teardown.py). The batches are the same either way."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
