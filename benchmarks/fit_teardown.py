@@ -12,7 +12,7 @@ seeds 0..N-1), through the project's own code: `build_model`, `compile_model`, `
 one thread per op and op determinism, as a worker of the stage does (no checkpoint, MLflow or
 outputs: only the fit). Variant `autotuned` turns tf.data's autotuning back on for both of the
 feed's datasets (as before the change); `fixed` is the feed as it is. Two trials run at once, as
-the two workers of `parallel_cells: 2` do, each with TF_NUM_INTEROP_THREADS=1 as the engine
+the two workers of `parallel_cells: 2` do, each with the TF_NUM_INTEROP_THREADS the engine
 gives them; the variants alternate, `--repeats` rounds each.
 
 Printed per variant: the median fit, the median and the largest teardown (from the end of the
@@ -23,6 +23,7 @@ Data: --data DIR (train/validation/test .npz), else data/prepared if present, el
 digits of MNIST's size (timing only: the teardown does not depend on the pixels).
 
     .venv/bin/python benchmarks/fit_teardown.py [--cells 8] [--epochs 3] [--repeats 2] [--data DIR]
+        [--out benchmarks/results/fit_teardown.json]
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict
     autotuned.autotune.enabled = True
 
     class Clock(keras.callbacks.Callback):
-        def on_train_end(self, logs: dict | None = None) -> None:
-            self.ended = time.perf_counter()
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.ended = time.perf_counter()  # the last epoch's end, once fit returns
 
     results = []
     for seed in range(first_seed, first_seed + cells):
@@ -105,7 +106,10 @@ def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict
 
 def run_pair(variant: str, scratch: Path, cells: int, round_: int) -> list[list[dict[str, float]]]:
     """Two trials of `variant` at once (other seeds each), as two workers."""
-    env = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    from stages.lib.cluster.engine import interop_threads
+
+    threads = str(interop_threads(2))  # what the engine gives each of two local workers
+    env = {**os.environ, "TF_NUM_INTEROP_THREADS": threads, "TF_CPP_MIN_LOG_LEVEL": "2"}
     running = []
     for index in range(2):
         first_seed = (2 * round_ + index) * cells

@@ -94,6 +94,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from project import COPIED, copy_project  # noqa: E402  (the tests' own project copy)
 
+from stages.lib.cluster.engine import usable_cores  # noqa: E402
+
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
 NOT_INHERITED = ("DVC_", "MLFLOW_", "DASK_", "MLPSTUDY_", "PYTHONPATH")
@@ -104,19 +106,6 @@ RATIO_TARGET_CELLS = 1000
 END_TO_END_TARGET_SECONDS = 30 * 60
 THROUGHPUT_TARGET = 1.7
 THROUGHPUT_EPOCHS = 3
-# Throughput runs: name, parallel_cells, extra environment. "2-default-interop" is the engine's
-# workers before they shared out the cores: each with an inter-op pool of the whole machine
-# (TensorFlow's default, restated, because the engine's setting yields to the environment's).
-THROUGHPUT_RUNS: list[tuple[str, int, dict[str, str]]] = [
-    ("1", 1, {}),
-    ("2-default-interop", 2, {"TF_NUM_INTEROP_THREADS": str(os.cpu_count() or 1)}),
-    ("2", 2, {}),
-]
-THROUGHPUT_LABELS = {
-    "1": "parallel_cells 1",
-    "2-default-interop": "parallel_cells 2, TensorFlow's default inter-op pool in each worker",
-    "2": "parallel_cells 2",
-}
 CEILING_ITERATIONS = 4000  # about 5 s alone on the development machine
 CEILING_WORKLOAD = """
 import time
@@ -513,16 +502,13 @@ def throughput(
     each."""
     ceiling = machine_ceiling(CEILING_ITERATIONS)
     print(f"    machine ceiling: two processes {ceiling['ratio']:.2f}x one", flush=True)
-    plan = [(f"before-{parallel}", before, parallel, {}) for parallel in (1, 2) if before]
-    plan += [(run, design, parallel, extra) for run, parallel, extra in THROUGHPUT_RUNS]
-    labels = {**THROUGHPUT_LABELS}
-    if before:
-        for parallel in (1, 2):
-            labels[f"before-{parallel}"] = (
-                f"parallel_cells {parallel}, the code before ({before.label})"
-            )
+    plan = [
+        (f"before-{parallel}", before, parallel, {}, f"parallel_cells {parallel}, {before.label}")
+        for parallel in ((1, 2) if before else ())
+    ]
+    plan += [(run, design, *rest) for run, *rest in throughput_runs()]
     runs: dict[str, dict[str, Any]] = {}
-    for run, source, parallel, extra in plan:
+    for run, source, parallel, extra, label in plan:
         load = os.getloadavg()[0]
         project = workspace.project(source, f"throughput-{run}", real(cells, parallel), extra)
         try:
@@ -533,7 +519,7 @@ def throughput(
         finally:
             left = project.finish()
         runs[run] = {
-            "label": labels[run],
+            "label": label,
             "parallel_cells": parallel,
             "environment": extra,
             "wall_seconds": wall,
@@ -544,7 +530,7 @@ def throughput(
             "processes_left_behind": left,
             "load_average_before": load,
         }
-        print(f"    {labels[run]}: {wall:.1f} s", flush=True)
+        print(f"    {label}: {wall:.1f} s", flush=True)
     ratio = runs["2"]["cells_per_minute"] / runs["1"]["cells_per_minute"]
     steady = {run: runs[run]["steady_cells_per_minute"] for run in runs}
     return {
@@ -559,6 +545,20 @@ def throughput(
         "target": THROUGHPUT_TARGET,
         "meets_target": ratio >= THROUGHPUT_TARGET,
     }
+
+
+def throughput_runs() -> list[tuple[str, int, dict[str, str], str]]:
+    """The candidate's throughput runs: name, parallel_cells, extra environment, label.
+    "2-default-interop" is the engine's workers before they shared out the cores: each with an
+    inter-op pool of the machine's cores (TensorFlow's default, restated here, because the
+    engine's setting yields to the environment's)."""
+    machine = {"TF_NUM_INTEROP_THREADS": str(usable_cores())}
+    label = "parallel_cells 2, TensorFlow's default inter-op pool in each worker"
+    return [
+        ("1", 1, {}, "parallel_cells 1"),
+        ("2-default-interop", 2, machine, label),
+        ("2", 2, {}, "parallel_cells 2"),
+    ]
 
 
 def ratio_of(numerator: float | None, denominator: float | None) -> float | None:
@@ -774,15 +774,15 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
-def baseline_source(commit: str, directory: Path) -> tuple[Path, str]:
-    """The tree of `commit` (git archive), and its full hash."""
+def baseline_source(commit: str, directory: Path, option: str = "--baseline") -> tuple[Path, str]:
+    """The tree of `commit` (git archive), and its full hash; `option` names it in an error."""
     resolved = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"],
         capture_output=True,
         text=True,
     )
     if resolved.returncode != 0:
-        raise SystemExit(f"--baseline {commit}: not a commit of {ROOT}")
+        raise SystemExit(f"{option} {commit}: not a commit of {ROOT}")
     full = resolved.stdout.strip()
     directory.mkdir(parents=True)
     archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", full], stdout=subprocess.PIPE)
@@ -891,6 +891,14 @@ def measure(
         designs["baseline"] = Design("baseline", source, f"git commit {full}")
     if "candidate" in grids:
         designs["candidate"] = Design("candidate", ROOT, candidate_label())
+    before = None  # resolved now: a mistyped commit stops the script before any measurement
+    if args.throughput_before and "candidate" in grids and not args.skip_throughput:
+        source, full = baseline_source(
+            args.throughput_before,
+            workspace.base / "throughput-before-source",
+            "--throughput-before",
+        )
+        before = Design("before", source, f"the code of git commit {full[:12]}")
     results = Results(
         args.out,
         {
@@ -951,12 +959,6 @@ def measure(
             results.save()
         if "candidate" in designs and not args.skip_throughput:
             print(f"\n[candidate] throughput: {args.throughput_cells} real cells", flush=True)
-            before = None
-            if args.throughput_before:
-                source, full = baseline_source(
-                    args.throughput_before, workspace.base / "throughput-before-source"
-                )
-                before = Design("before", source, f"git commit {full[:12]}")
             data["throughput"] = throughput(
                 workspace, designs["candidate"], args.throughput_cells, before
             )

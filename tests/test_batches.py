@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from stages.lib.training import batches
 
@@ -33,5 +34,12 @@ def test_the_feed_runs_without_tf_data_autotuning() -> None:
         feed = batches.feed(
             _split(70, 0), _split(10, 1), 32, seed=0, epochs=range(1), prebatched=prebatched
         )
+        tuned = tf.data.Options()
+        tuned.autotune.enabled = True
         for dataset in (feed.batches, feed.validation):
             assert dataset.options().autotune.enabled is False
+            for (x, y), (x_tuned, y_tuned) in zip(
+                dataset, dataset.with_options(tuned), strict=True
+            ):  # the same batches either way
+                np.testing.assert_array_equal(x.numpy(), x_tuned.numpy())
+                np.testing.assert_array_equal(y.numpy(), y_tuned.numpy())

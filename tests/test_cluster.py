@@ -491,9 +491,10 @@ def test_the_local_clusters_workers_share_the_cores_among_tensorflows_inter_op_p
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each worker process gets its share of the cores as TensorFlow's inter-op pool, not the
-    whole machine each (docs/scaling.md); a TF_NUM_INTEROP_THREADS of the user's own wins."""
+    whole machine each (docs/scaling.md); a TF_NUM_INTEROP_THREADS in the user's environment
+    wins."""
     monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
-    share = str(max(1, (os.cpu_count() or 1) // 2))
+    share = str(engine.interop_threads(2))
     with engine.connect(2) as client:
         found = client.run(lambda: os.environ.get("TF_NUM_INTEROP_THREADS", "unset"))
     assert list(found.values()) == [share, share], found

@@ -113,8 +113,16 @@ def raise_failures(stage: str, failures: list[Failure], cells: int) -> None:
 
 def interop_threads(parallel_cells: int) -> int:
     """TensorFlow inter-op threads for each of `parallel_cells` worker processes on this machine:
-    its cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // parallel_cells)
+    the cores this process may run on (a SLURM job's or a container's, as TensorFlow counts
+    them) shared out, at least one."""
+    return max(1, usable_cores() // parallel_cells)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextmanager
@@ -141,7 +149,7 @@ def connect(parallel_cells: int) -> Iterator[Client]:
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
         # TensorFlow gives each process an inter-op pool as large as the machine; with a worker
         # per core, the pools of all workers contend for the same cores. A share of the cores
-        # each (your own TF_NUM_INTEROP_THREADS wins).
+        # each (a TF_NUM_INTEROP_THREADS in the environment wins).
         "distributed.nanny.pre-spawn-environ.TF_NUM_INTEROP_THREADS": interop_threads(
             parallel_cells
         ),
