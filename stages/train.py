@@ -66,7 +66,7 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
         )  # before the store is written: refusing leaves nothing
         workers = engine.worker_count(client)
         print(f"train: on {engine.describe(client)}", flush=True)
-        jobs = _jobs(params, paths, pending, digests)
+        jobs = _jobs(params, paths, pending, splits, digests)
         if engine.remote(client) and tracking.sqlite_file(jobs[0].tracking_uri):
             print(
                 "train: warning: the MLflow store is a sqlite file on this machine; workers on "
@@ -97,18 +97,24 @@ def run(params: Params, paths: Paths, *, dry_run: bool = False) -> dict[str, Any
 
 
 def _jobs(
-    params: Params, paths: Paths, pending: list[grid_plan.PlannedCell], digests: dict[str, str]
+    params: Params,
+    paths: Paths,
+    pending: list[grid_plan.PlannedCell],
+    splits: Splits,
+    digests: dict[str, str],
 ) -> list[CellJob]:
-    """Each pending cell's job; opens (creates) the MLflow store and the grid's parent run here,
-    in this one process, before workers write to them."""
-    from stages.lib.tracking import runs, study_tracking, tracking
+    """Each pending cell's job. Opens (creates) the MLflow store and the grid's parent run here,
+    in this one process, before workers write to them, and records the splits as the parent's
+    inputs: the cells, started together, then only link datasets the store already has."""
+    from stages.lib.tracking import runs, study_tracking, tracking, tracking_log
     from stages.lib.training import mlflow_run
 
     experiment = tracking.open_experiment(params.study.name, paths)
     study_tracking.describe_experiment(experiment, params)
     parent = study_tracking.grid_parent(experiment, params)
-    commit = runs.git_commit(paths.root)
     files = {name: str(split_file(paths, name)) for name in SPLITS}
+    tracking_log.log_splits(experiment.client, parent, splits, files, digests)
+    commit = runs.git_commit(paths.root)
     return [
         CellJob(
             params=params,

@@ -83,6 +83,13 @@ def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server
     nested = {run.data.tags.get("mlflow.parentRunId") for run in runs if run is not parent}
     assert nested == {parent.info.run_id}  # the cells and the report
     client = MlflowClient(mlflow_server)
+    # the stage recorded the splits on the parent before the two workers' cells linked them
+    (parent_inputs, *cell_inputs) = [
+        {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
+        for run in (parent, *cells.values())
+    ]
+    assert {name for name, _ in parent_inputs} == {"mnist-train", "mnist-validation"}
+    assert cell_inputs == [parent_inputs, parent_inputs]
     for key, run in cells.items():
         assert run.info.status == "FINISHED", key
         assert run.data.tags["dvc_stage"] == "train"

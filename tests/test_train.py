@@ -601,6 +601,12 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
         ("mnist-train", "training", tags["data.train_digest"][:32]),
         ("mnist-validation", "validation", tags["data.validation_digest"][:32]),
     }
+    # ... which the stage recorded on the parent first, so that cells only link them
+    parent_inputs = {
+        (i.dataset.name, i.tags[0].value, i.dataset.digest)
+        for i in client.get_run(parent.info.run_id).inputs.dataset_inputs
+    }
+    assert parent_inputs == inputs
     assert (paths.mlflow_artifacts / run.info.run_id / "artifacts" / "train").is_dir()
 
     # The logged model loads back and predicts what the DVC output predicts

@@ -13,10 +13,12 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import Metric
+from mlflow.entities import DatasetInput, InputTag, Metric
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 MODEL_NAME = "model"  # the logged model's name inside the run
 BATCH_LIMIT = 1000  # metrics per log_batch call that stores accept
@@ -47,10 +49,32 @@ def log_summary(client: MlflowClient, run_id: str, values: Mapping[str, Any]) ->
     log_metrics(client, run_id, 0, numeric, mlflow.utils.time.get_current_time_millis())
 
 
-def log_dataset(
-    images: np.ndarray, labels: np.ndarray, split: str, source: Path, digest: str
+def log_splits(
+    client: MlflowClient,
+    run_id: str,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    files: Mapping[str, str],
+    digests: Mapping[str, str],
 ) -> None:
-    """Record split `split` as an input of the active run (context "training"/"validation")."""
+    """Record each split as an input of run `run_id` (context "training" or "validation").
+
+    A store inserts a dataset's row the first time a run of the experiment uses it, after looking
+    it up. Two writers that use the same new split at the same moment both miss it, and the second
+    insert breaks the row's unique key (experiment, name, digest): a `mlflow server` answers
+    BAD_REQUEST. The train stage therefore records the splits on the grid's parent run before
+    any cell starts, so that cells only link rows that exist. A writer that still loses the race
+    (two stages starting at once against one server) tries once more, and then finds the row.
+    """
+    inputs = [_dataset_input(*splits[name], name, files[name], digests[name]) for name in splits]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def _dataset_input(
+    images: np.ndarray, labels: np.ndarray, split: str, source: str, digest: str
+) -> DatasetInput:
     with warnings.catch_warnings():
         # MLflow registers local paths under two schemes ("" and "file") and warns that it picks
         # one of the two identical sources.
@@ -58,11 +82,12 @@ def log_dataset(
         dataset = mlflow.data.from_numpy(
             features=images,
             targets=labels,
-            source=str(source),
+            source=source,
             name=f"mnist-{split}",
             digest=digest[:32],  # the store keeps 36 characters
         )
-    mlflow.log_input(dataset, context="training" if split == "train" else split)
+    context = "training" if split == "train" else split
+    return DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
 def classifier_signature(image_shape: tuple[int, ...], classes: int) -> ModelSignature:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -91,9 +90,9 @@ def _train(
         saved = checkpoint.load(folder)
     with tracking.active_run(run_id):
         with watch("tracking_start"):
-            for name, (images, labels) in splits.items():
-                where = Path(job.data_files[name])
-                tracking_log.log_dataset(images, labels, name, where, job.data_digests[name])
+            tracking_log.log_splits(
+                experiment.client, run_id, splits, job.data_files, job.data_digests
+            )
         with watch("fit"):
             setup = TrainingSetup(params, cell, splits, folder, saved)
             fitted = fit_cell(
