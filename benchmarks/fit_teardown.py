@@ -47,8 +47,8 @@ SLOW_SECONDS = 1.0
 
 def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict[str, float]]:
     """In this process: `cells` cells trained one after the other; each one's fit and teardown."""
-    import keras
     import tensorflow as tf
+    from train_speed import epoch_clock
 
     from stages.lib.core.config import load_params
     from stages.lib.core.grid import grid
@@ -70,10 +70,6 @@ def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict
     autotuned = tf.data.Options()
     autotuned.autotune.enabled = True
 
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.ended = time.perf_counter()  # the last epoch's end, once fit returns
-
     results = []
     for seed in range(first_seed, first_seed + cells):
         cell = template.model_copy(update={"seed": seed})
@@ -88,7 +84,7 @@ def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict
         if variant == "autotuned":
             training = training.with_options(autotuned)
             validation = validation.with_options(autotuned)
-        clock = Clock()
+        clock = epoch_clock()
         start = time.perf_counter()
         model.fit(
             training,
@@ -100,12 +96,14 @@ def trial(variant: str, scratch: Path, cells: int, first_seed: int) -> list[dict
             verbose=0,
         )
         returned = time.perf_counter()
-        results.append({"fit": returned - start, "teardown": returned - clock.ended})
+        results.append({"fit": returned - start, "teardown": returned - clock.ends[-1]})
     return results
 
 
 def run_pair(variant: str, scratch: Path, cells: int, round_: int) -> list[list[dict[str, float]]]:
     """Two trials of `variant` at once (other seeds each), as two workers."""
+    from train_speed import trial_results
+
     from stages.lib.cluster.engine import interop_threads
 
     threads = str(interop_threads(2))  # what the engine gives each of two local workers
@@ -120,13 +118,7 @@ def run_pair(variant: str, scratch: Path, cells: int, round_: int) -> list[list[
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
             )
         )
-    results = []
-    for process in running:
-        stdout, stderr = process.communicate()
-        if process.returncode != 0:
-            raise SystemExit(f"{variant} trial failed:\n{stderr[-3000:]}")
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
-    return results
+    return trial_results(variant, running)
 
 
 def summary(pairs: list[list[list[dict[str, float]]]]) -> dict[str, Any]:

@@ -196,6 +196,11 @@ def run_trials(kind: str, scratch: Path, cells: list[str]) -> list[dict[str, Any
                 env=clean_environment(),
             )
         )
+    return trial_results(kind, running)
+
+
+def trial_results(kind: str, running: list[subprocess.Popen]) -> list[Any]:
+    """What each trial process printed as its last line (JSON), in order; stop if one failed."""
     results = []
     for process in running:
         stdout, stderr = process.communicate()
