@@ -37,7 +37,7 @@ from stages.lib.training import checkpoint
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
+EPOCHS = 8  # a cell trains for seconds: wide windows to kill a worker in
 CELLS = [
     shrunk_cell("relu", "glorot_uniform", name, 0, batch_size=16).key for name in ("adam", "sgd")
 ]
@@ -152,19 +152,43 @@ def prepared_project(tmp_path: Path, name: str) -> tuple[Path, dict[str, str]]:
     return project, env
 
 
-def wait_for_checkpoint(project: Path, child: processes.Child, cells: int = 1) -> None:
-    """Until `cells` cells have committed an epoch and have epochs left (training right now)."""
-    paths = Paths.at(project)
+def checkpoints_in_progress(project: Path) -> list[Path]:
+    """The checkpoint folders of cells that have committed an epoch and have two or more left:
+    training right now, with time for a kill to land before they finish."""
+    folders = []
+    for metadata in Paths.at(project).checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"):
+        with contextlib.suppress(OSError, ValueError):  # being replaced this instant
+            if 1 <= int(json.loads(metadata.read_text())["epoch"]) <= EPOCHS - 2:
+                folders.append(metadata.parent)
+    return folders
+
+
+def wait_for_checkpoint(project: Path, child: processes.Child) -> None:
+    """Until a cell is training with a committed epoch."""
+    deadline = time.monotonic() + 300
+    while not checkpoints_in_progress(project):
+        assert child.process.poll() is None, child.output()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+
+
+def worker_training_a_checkpointed_cell(
+    project: Path, child: processes.Child, cluster: Cluster
+) -> tuple[str, str]:
+    """(worker address, cell key) of a cell that has committed an epoch and is training on the
+    cluster right now. Whichever worker starts first, and however far apart the two start."""
+    store = None  # opened once a run exists: the stage creates the sqlite file, not this test
     deadline = time.monotonic() + 300
     while True:
         assert child.process.poll() is None, child.output()[-3000:]
-        assert time.monotonic() < deadline, f"no {cells} checkpoints within 300 s"
-        in_progress = 0
-        for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"):
-            with contextlib.suppress(OSError, ValueError):  # being replaced this instant
-                in_progress += 1 <= int(json.loads(metadata.read_text())["epoch"]) < EPOCHS
-        if in_progress >= cells:
-            return
+        assert time.monotonic() < deadline, "no cell with a checkpoint training within 300 s"
+        for folder in checkpoints_in_progress(project):
+            store = store or MlflowClient(f"sqlite:///{Paths.at(project).mlflow_db}")
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                key = store.get_run(checkpoint.read_run_file(folder)["run_id"]).data.tags["cell"]
+                for address, tasks in cluster.client.processing().items():
+                    if any(f"train-{key}-" in task for task in tasks):
+                        return address, key
         time.sleep(0.05)
 
 
@@ -182,11 +206,7 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_numbers_match_one_worker(
     child = processes.spawn(
         [BIN / "mlpstudy", "train"], log=tmp_path / "train.log", cwd=project, env=remote
     )
-    wait_for_checkpoint(project, child, cells=2)  # either worker's cell then has one to continue
-    busy = {address: keys for address, keys in cluster.client.processing().items() if keys}
-    victim = sorted(busy)[0]
-    (task,) = busy[victim]
-    killed = next(key for key in CELLS if f"train-{key}-" in task)
+    victim, killed = worker_training_a_checkpointed_cell(project, child, cluster)
     os.kill(pids[victim], signal.SIGKILL)
 
     assert child.wait(timeout=600) == 0, child.output()[-4000:] + cluster.logs()

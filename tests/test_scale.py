@@ -280,7 +280,7 @@ def test_no_queue_worker_outlives_the_queue(queued_study) -> None:
 
 
 # ------------------------------------------------------- 4. SIGKILL mid-epoch through `dvc repro`
-KILL_EPOCHS = 4
+KILL_EPOCHS = 8  # the second cell trains for seconds: a wide window to kill it in
 KILL_BATCH = 16
 KILLED_GRID = {
     shrunk_cell("relu", "glorot_uniform", name, 0, batch_size=KILL_BATCH).key
@@ -305,6 +305,22 @@ def _run_of(checkpoint_folder: Path) -> str | None:
         return None
 
 
+def _epoch_of(metadata: Path) -> int:
+    """The epochs a checkpoint has committed; 0 while it is being replaced or removed."""
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _recorded_run(record: Path) -> str | None:
+    """The run in a cell's run.json; None while DVC re-links it into place (after the stage)."""
+    try:
+        return json.loads(record.read_text())["run_id"]
+    except (OSError, ValueError):
+        return None
+
+
 def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_one(tmp_path) -> None:
     project, env = make_project(tmp_path, slow_two_cells, n_train=6000)
     paths = Paths.at(project)
@@ -318,12 +334,14 @@ def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_on
             assert first.process.poll() is None, first.output()[-3000:]
             assert time.monotonic() < deadline, "no second cell's checkpoint within 300 s"
             records = list((project / "data" / "models").glob("*/run.json"))
-            finished_runs = {json.loads(record.read_text())["run_id"] for record in records}
-            # The finished cell's own checkpoint lives on for a moment after its install.
+            finished_runs = {_recorded_run(record) for record in records}
+            # The finished cell's own checkpoint lives on for a moment after its install. The
+            # other one's must leave an epoch or two to train after the kill lands.
             committed = [
                 metadata
                 for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}")
                 if _run_of(metadata.parent) not in finished_runs | {None}
+                and 1 <= _epoch_of(metadata) <= KILL_EPOCHS - 2
             ]
             if records and committed:
                 break
