@@ -173,22 +173,30 @@ def wait_for_checkpoint(project: Path, child: processes.Child) -> None:
 
 
 def worker_training_a_checkpointed_cell(
-    project: Path, child: processes.Child, cluster: Cluster
+    child: processes.Child, cluster: Cluster
 ) -> tuple[str, str]:
-    """(worker address, cell key) of a cell that has committed an epoch and is training on the
-    cluster right now. Whichever worker starts first, and however far apart the two start."""
-    store = None  # opened once a run exists: the stage creates the sqlite file, not this test
+    """(worker address, cell key) of a cell that is training on the cluster right now with an
+    epoch committed and two or more left, whichever worker started first and however far apart.
+
+    Read where a user reads it: the stage's progress lines. A cell announced at epoch 2 has
+    committed epoch 1 (each epoch's checkpoint is committed before the next epoch starts).
+    """
     deadline = time.monotonic() + 300
     while True:
         assert child.process.poll() is None, child.output()[-3000:]
-        assert time.monotonic() < deadline, "no cell with a checkpoint training within 300 s"
-        for folder in checkpoints_in_progress(project):
-            store = store or MlflowClient(f"sqlite:///{Paths.at(project).mlflow_db}")
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                key = store.get_run(checkpoint.read_run_file(folder)["run_id"]).data.tags["cell"]
-                for address, tasks in cluster.client.processing().items():
-                    if any(f"train-{key}-" in task for task in tasks):
-                        return address, key
+        assert time.monotonic() < deadline, "no cell past its first epoch within 300 s"
+        output = child.output()
+        finished = set(re.findall(r"^train \[\d+/\d+\] (\S+):", output, re.M))
+        last_epoch = dict(re.findall(rf"^train (\S+) epoch (\d+)/{EPOCHS}:", output, re.M))
+        training = [
+            key
+            for key, epoch in last_epoch.items()
+            if key not in finished and 2 <= int(epoch) <= EPOCHS - 2
+        ]
+        for address, tasks in cluster.client.processing().items():
+            for key in training:
+                if any(f"train-{key}-" in task for task in tasks):
+                    return address, key
         time.sleep(0.05)
 
 
@@ -206,7 +214,7 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_numbers_match_one_worker(
     child = processes.spawn(
         [BIN / "mlpstudy", "train"], log=tmp_path / "train.log", cwd=project, env=remote
     )
-    victim, killed = worker_training_a_checkpointed_cell(project, child, cluster)
+    victim, killed = worker_training_a_checkpointed_cell(child, cluster)
     os.kill(pids[victim], signal.SIGKILL)
 
     assert child.wait(timeout=600) == 0, child.output()[-4000:] + cluster.logs()
