@@ -6,9 +6,7 @@ module), a model that does not load."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import json
 import os
 import re
 import signal
@@ -28,6 +26,7 @@ from distributed import Client
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from project import BIN, TINY, make_project, run, shrink, shrunk_cell
+from training import committed_epochs
 
 from stages.lib.cluster import engine
 from stages.lib.core.config import ConfigError
@@ -155,12 +154,11 @@ def prepared_project(tmp_path: Path, name: str) -> tuple[Path, dict[str, str]]:
 def checkpoints_in_progress(project: Path) -> list[Path]:
     """The checkpoint folders of cells that have committed an epoch and have two or more left:
     training right now, with time for a kill to land before they finish."""
-    folders = []
-    for metadata in Paths.at(project).checkpoints.glob(f"*/{checkpoint.METADATA_FILE}"):
-        with contextlib.suppress(OSError, ValueError):  # being replaced this instant
-            if 1 <= int(json.loads(metadata.read_text())["epoch"]) <= EPOCHS - 2:
-                folders.append(metadata.parent)
-    return folders
+    return [
+        metadata.parent
+        for metadata in Paths.at(project).checkpoints.glob(f"*/{checkpoint.METADATA_FILE}")
+        if 1 <= committed_epochs(metadata.parent) <= EPOCHS - 2
+    ]
 
 
 def wait_for_checkpoint(project: Path, child: processes.Child) -> None:

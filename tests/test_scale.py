@@ -33,6 +33,7 @@ from project import (
     shrink,
     shrunk_cell,
 )
+from training import committed_epochs, split_inputs
 
 from stages.lib.core.paths import Paths
 from stages.lib.training import checkpoint
@@ -84,11 +85,8 @@ def test_the_pipeline_tracks_into_a_remote_mlflow_server(tmp_path, mlflow_server
     assert nested == {parent.info.run_id}  # the cells and the report
     client = MlflowClient(mlflow_server)
     # the stage recorded the splits on the parent before the two workers' cells linked them
-    (parent_inputs, *cell_inputs) = [
-        {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
-        for run in (parent, *cells.values())
-    ]
-    assert {name for name, _ in parent_inputs} == {"mnist-train", "mnist-validation"}
+    (parent_inputs, *cell_inputs) = [split_inputs(run) for run in (parent, *cells.values())]
+    assert {name for name, *_ in parent_inputs} == {"mnist-train", "mnist-validation"}
     assert cell_inputs == [parent_inputs, parent_inputs]
     for key, run in cells.items():
         assert run.info.status == "FINISHED", key
@@ -305,14 +303,6 @@ def _run_of(checkpoint_folder: Path) -> str | None:
         return None
 
 
-def _epoch_of(metadata: Path) -> int:
-    """The epochs a checkpoint has committed; 0 while it is being replaced or removed."""
-    try:
-        return int(json.loads(metadata.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def _recorded_run(record: Path) -> str | None:
     """The run in a cell's run.json; None while DVC re-links it into place (after the stage)."""
     try:
@@ -341,7 +331,7 @@ def test_a_sigkilled_dvc_repro_keeps_the_finished_cell_and_resumes_the_killed_on
                 metadata
                 for metadata in paths.checkpoints.glob(f"*/{checkpoint.METADATA_FILE}")
                 if _run_of(metadata.parent) not in finished_runs | {None}
-                and 1 <= _epoch_of(metadata) <= KILL_EPOCHS - 2
+                and 1 <= committed_epochs(metadata.parent) <= KILL_EPOCHS - 2
             ]
             if records and committed:
                 break

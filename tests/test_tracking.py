@@ -15,6 +15,7 @@ import processes
 import pytest
 from mlflow.tracking import MlflowClient
 from project import shrunk_cell
+from training import split_inputs
 
 from stages.lib.core.config import ConfigError
 from stages.lib.core.errors import StageError
@@ -142,11 +143,6 @@ def test_metrics_are_logged_per_step_and_logged_steps_are_known(tmp_path):
     assert tracking_log.logged_steps(client, run_id, "never_logged") == set()
 
 
-def _inputs(client: MlflowClient, run_id: str) -> set[tuple[str, str, str]]:
-    inputs = client.get_run(run_id).inputs.dataset_inputs
-    return {(i.dataset.name, i.tags[0].value, i.dataset.digest) for i in inputs}
-
-
 @pytest.mark.slow
 def test_writers_that_record_the_same_new_splits_at_once_all_succeed(mlflow_server):
     """A server looks a dataset up and then inserts it, so writers that use a new split at the
@@ -176,7 +172,7 @@ def test_writers_that_record_the_same_new_splits_at_once_all_succeed(mlflow_serv
             ("mnist-train", "training", digests["train"][:32]),
             ("mnist-validation", "validation", digests["validation"][:32]),
         }
-        assert all(_inputs(client, run_id) == expected for run_id in run_ids), round_
+        assert all(split_inputs(client.get_run(run_id)) == expected for run_id in run_ids), round_
 
 
 def test_git_commit_of_a_repository_or_unknown(tmp_path):

@@ -27,7 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from project import TINY_UNITS, shrunk_cell
 from synthetic import make_digits
-from training import only, train_one
+from training import only, split_inputs, train_one
 
 from stages import train as train_stage
 from stages.lib.core.cell_config import array_digest, config_digest, effective_config, flat_params
@@ -594,19 +594,12 @@ def test_train_writes_its_outputs_and_one_fully_tracked_run(
     logged_val_loss = [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")]
     assert logged_val_loss == pytest.approx([float(row["val_loss"]) for row in history])
     assert run.data.metrics["best_val_accuracy"] == pytest.approx(metrics["best_val_accuracy"])
-    inputs = {
-        (i.dataset.name, i.tags[0].value, i.dataset.digest) for i in run.inputs.dataset_inputs
-    }
-    assert inputs == {
+    assert split_inputs(run) == {
         ("mnist-train", "training", tags["data.train_digest"][:32]),
         ("mnist-validation", "validation", tags["data.validation_digest"][:32]),
     }
     # ... which the stage recorded on the parent first, so that cells only link them
-    parent_inputs = {
-        (i.dataset.name, i.tags[0].value, i.dataset.digest)
-        for i in client.get_run(parent.info.run_id).inputs.dataset_inputs
-    }
-    assert parent_inputs == inputs
+    assert split_inputs(client.get_run(parent.info.run_id)) == split_inputs(run)
     assert (paths.mlflow_artifacts / run.info.run_id / "artifacts" / "train").is_dir()
 
     # The logged model loads back and predicts what the DVC output predicts
