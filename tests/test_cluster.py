@@ -12,23 +12,27 @@ import re
 import signal
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import dask
 import numpy as np
 import processes
 import psutil
 import pytest
+import trivial_cells
 import yaml
 from conftest import free_port
-from distributed import Client
+from distributed import Client, LocalCluster
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from project import BIN, TINY, make_project, run, shrink, shrunk_cell
 from training import committed_epochs
 
-from stages.lib.cluster import engine
+from stages.lib.cluster import engine, recycling
 from stages.lib.core.config import ConfigError
 from stages.lib.core.errors import StageError
 from stages.lib.core.paths import Paths
@@ -279,6 +283,62 @@ def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_tra
         ), key
     assert {key: len(found) for key, found in cell_runs(project).items()} == dict.fromkeys(keys, 1)
     assert not list(Paths.at(project).checkpoints.glob("*"))  # nor a lock file left behind
+
+
+def run_trivial_cells(client: Client, count: int) -> list[str]:
+    """Run `count` trivial cells on `client`'s cluster, each worker restarting after every cell
+    (a memory share of 0). Checks that each cell ran once and none failed; returns the keys."""
+    cells = [trivial_cells.Cell(f"cell-{index}") for index in range(count)]
+    started: list[str] = []
+    done: list[str] = []
+    with dask.config.set({recycling.SETTING: 0}):
+        failures = engine.run(
+            client,
+            "train",
+            trivial_cells.sleep,
+            cells,
+            None,
+            done.append,
+            on_event=lambda message: started.append(message["started"]),
+        )
+    assert failures == [], failures
+    keys = [cell.key for cell in cells]
+    assert sorted(done) == sorted(keys)
+    assert Counter(started) == dict.fromkeys(keys, 1)  # each cell ran once: none cut off or rerun
+    return keys
+
+
+def restart_lines(output: str) -> list[str]:
+    return re.findall(r"^train: worker \S+ restarts after 1 cell:", output, re.M)
+
+
+def test_workers_restarted_after_every_cell_send_back_the_cells_sent_to_them(capsys) -> None:
+    """Each of two workers restarts after every cell. The scheduler sends a worker its next cell
+    before it hears that the worker takes no more: that cell goes back and runs on another
+    worker, instead of dying with its worker (a cell whose worker dies twice fails). The 20
+    cells also outlast Dask's 15 s check for lost workers, which must not take a restarting
+    worker away for good."""
+    with dask.config.set({recycling.SETTING: 0}), engine.connect(2) as client:
+        run_trivial_cells(client, 20)
+        client.wait_for_workers(2, timeout=60)  # both workers are back after their last restart
+    assert len(restart_lines(capsys.readouterr().out)) >= 10
+
+
+@pytest.mark.timeout(300)  # without the fix, each restart waited a minute
+def test_a_lone_worker_restarted_after_every_cell_runs_each_cell_once(capsys) -> None:
+    """On a cluster of one worker (a scheduler of its own), the worker waits for the stage to
+    take its result before it restarts; the stage lets go of each result once handled, not when
+    the next cell ends, which only this worker can run (else each restart waits a minute and
+    then loses the result, so its cell runs again)."""
+    with (
+        mock.patch.dict(os.environ),  # Dask's nanny leaves MALLOC_TRIM_THRESHOLD_ in it
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        run_trivial_cells(client, 4)
+    assert len(restart_lines(capsys.readouterr().out)) >= 3
 
 
 def evaluate_files(project: Path) -> dict[str, bytes]:

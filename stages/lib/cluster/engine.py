@@ -51,6 +51,7 @@ from stages.lib.core.errors import StageError
 SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 LOOPBACK = "127.0.0.1"
 ALLOWED_FAILURES = 1  # a cell whose worker dies is retried once, then fails
+NEVER_LOST = "3650 days"  # distributed.deploy.lost-worker-timeout of the stage's LocalCluster
 PACKAGES = ("dask", "distributed", "tensorflow", "keras", "mlflow", "numpy")
 
 Publish = Callable[[dict[str, Any]], None]  # a task's message to the stage (an epoch, ...)
@@ -153,6 +154,12 @@ def connect(parallel_cells: int) -> Iterator[Client]:
         "distributed.nanny.pre-spawn-environ.TF_NUM_INTEROP_THREADS": interop_threads(
             parallel_cells
         ),
+        # A LocalCluster closes for good the nanny of a worker that is not back 15 s after it
+        # left (a lost job, to a cluster manager). Here a nanny restarts its worker itself (a
+        # crash, or recycling.py between cells), and a check that falls in a later restart
+        # would take the worker away for the rest of the stage. Read at each worker's exit,
+        # so set for the cluster's whole life.
+        "distributed.deploy.lost-worker-timeout": NEVER_LOST,
     }
     processes = parallel_cells > 1  # else a worker thread here, reached in-process (inproc://)
     with dask.config.set(settings):
@@ -165,9 +172,9 @@ def connect(parallel_cells: int) -> Iterator[Client]:
             worker_dashboard_address=f"{LOOPBACK}:0",
             silence_logs=logging.ERROR,
         )
-    with cluster, Client(cluster) as client:
-        client.register_plugin(ReportedFailures())
-        yield client
+        with cluster, Client(cluster) as client:
+            client.register_plugin(ReportedFailures())
+            yield client
 
 
 class ReportedFailures(WorkerPlugin):
@@ -284,7 +291,7 @@ def run(
         while (in_flight is None or len(futures) < in_flight) and submit_next():
             pass
         for future in completed:
-            key = futures.pop(future)  # released once handled: its result leaves the worker
+            key = futures.pop(future)
             if future.status == "finished":
                 on_done(future.result())
             else:
@@ -294,6 +301,10 @@ def run(
                 bad_input = isinstance(error, ConfigError)
                 failures.append(Failure(key, _message(error), bad_input))
                 print(f"{stage} {key}: failed: {_message(error)}", flush=True)
+            # Released now, not when the next cell ends: a worker due to restart waits until
+            # the stage has its results (recycling.py), and may be the only one left to run
+            # that next cell.
+            del future
             if in_flight is not None:
                 submit_next()
     finally:

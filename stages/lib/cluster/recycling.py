@@ -10,9 +10,11 @@ Each worker carries a `Recycling` plugin. A task asks it before running its cell
 once the worker has run at least one cell and its resident memory passes `fraction` of its Dask
 memory limit, the answer is no: the task hands its cell back to the scheduler
 (`distributed.Reschedule`, which counts as no failure); the worker takes no new task, and its
-nanny restarts it once no cell is running on it and the stage has collected every result it
-holds. So no cell is ever cut off, and none runs twice at once. A worker without a nanny (the
-in-process worker of `parallel_cells: 1`) cannot be restarted and is left alone.
+nanny restarts it once no cell runs on it, the scheduler counts no cell as its (a cell the
+scheduler sent before it heard goes back the same way), and the stage has collected every
+result it holds. So no cell is ever cut off, none dies with a restarting worker (the scheduler
+would count that against the cell: twice fails it), and none runs twice. A worker without a
+nanny (the in-process worker of `parallel_cells: 1`) cannot be restarted and is left alone.
 
 `fraction` is Dask configuration (`mlpstudy.worker-recycle-fraction`, from the environment as
 `DASK_MLPSTUDY__WORKER_RECYCLE_FRACTION`), not a param: it changes no number.
@@ -22,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import suppress
+from time import time
 from typing import Any
 
 import dask
 import psutil
 from distributed import WorkerPlugin
+from distributed.comm import CommClosedError
 from distributed.core import Status
 
 from stages.lib.core.errors import StageError
@@ -86,30 +91,52 @@ class Recycling(WorkerPlugin):
         return psutil.Process().memory_info().rss >= self.fraction * self._limit()
 
     async def _restart_when_idle(self) -> None:
-        # The scheduler sends no more tasks to a worker in this state (what it sent already
-        # hands itself back through `admit`); a graceful close would also make the scheduler
-        # drop the worker, which then asks its nanny not to restart it.
-        self.worker.status = Status.closing_gracefully
-        state = self.worker.state
-        while state.executing_count:  # a cell still running here (a worker of several threads)
+        # The worker starts no cell in this state, and the scheduler sends it none once it has
+        # heard of it; a graceful close would also make the scheduler drop the worker, which
+        # then asks its nanny not to restart it.
+        worker = self.worker
+        worker.status = Status.closing_gracefully
+        while not await self._holds_no_cell():
             await asyncio.sleep(IDLE_POLL_SECONDS)
         waited = 0.0
         while waited < RESULTS_WAIT_SECONDS and any(
-            task.state == "memory" for task in state.tasks.values()
+            task.state == "memory" for task in worker.state.tasks.values()
         ):  # a restart loses them: their cells would be computed again
             await asyncio.sleep(IDLE_POLL_SECONDS)
             waited += IDLE_POLL_SECONDS
         restart = {
-            "worker": self.worker.address,
+            "worker": worker.address,
             "cells": self.cells,
             "resident": psutil.Process().memory_info().rss,
             "limit": self._limit(),
             "fraction": self.fraction,
         }
-        self.worker.log_event(self.topic, {"restart": restart})
+        worker.log_event(self.topic, {"restart": restart})
         await asyncio.sleep(IDLE_POLL_SECONDS)  # the event leaves before the process goes
-        async with self.worker.rpc(self.worker.nanny) as nanny:  # stops this process, starts anew
-            await nanny.restart(reason=f"mlpstudy: {restart}")
+        with suppress(CommClosedError):  # this process stops before the nanny's answer comes
+            async with worker.rpc(worker.nanny) as nanny:  # stops this process, starts anew
+                await nanny.restart(reason=f"mlpstudy: {restart}")
+
+    async def _holds_no_cell(self) -> bool:
+        """True once no cell runs here and the scheduler counts none as this worker's.
+
+        The scheduler counts a worker's death against every cell it has sent that worker, and
+        a cell counted twice fails (`allowed-failures`). Until it hears that this worker takes
+        no more, it may send cells that then wait here, never started: each goes back to the
+        scheduler (the message a cell's `Reschedule` sends), which gives it to another worker.
+        """
+        worker = self.worker
+        if worker.state.executing_count:
+            return False
+        address = worker.address
+        if await worker.scheduler.ncores_running(workers=[address]):
+            return False  # the scheduler still counts this worker as running: it may send more
+        held = (await worker.scheduler.processing(workers=[address])).get(address, [])
+        for key in held:
+            worker.batched_send(
+                {"op": "reschedule", "key": key, "stimulus_id": f"mlpstudy-recycling-{time()}"}
+            )
+        return not held
 
     def _limit(self) -> int:
         return self.worker.memory_manager.memory_limit or psutil.virtual_memory().total
