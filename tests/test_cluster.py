@@ -244,6 +244,16 @@ def six_quick_cells(params: dict[str, Any]) -> None:
     params["train"].update(optimizer=["adam", "sgd"], seed=[0, 1, 2])
 
 
+def restart_lines(output: str) -> list[str]:
+    """The lines a stage printed for LocalCluster workers restarted after one cell each."""
+    return re.findall(
+        r"^train: worker tcp://127\.0\.0\.1:\d+ restarts after 1 cell: [\d.]+ GiB resident, "
+        r"over 0% of its [\d.]+ GiB limit",
+        output,
+        flags=re.M,
+    )
+
+
 def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_trains_once(
     tmp_path,
 ) -> None:
@@ -265,13 +275,7 @@ def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_tra
         "train",
     )
 
-    restarts = re.findall(
-        r"^train: worker tcp://127\.0\.0\.1:\d+ restarts after 1 cell: [\d.]+ GiB resident, "
-        r"over 0% of its [\d.]+ GiB limit",
-        output,
-        flags=re.M,
-    )
-    assert len(restarts) >= 4, output[-4000:]  # each worker restarted twice, at least
+    assert len(restart_lines(output)) >= 4, output[-4000:]  # each worker twice, at least
     keys = sorted(cell_runs(alone))
     assert len(keys) == 6
     for key in keys:  # trained once: one first epoch announced, one MLflow run
@@ -285,9 +289,9 @@ def test_workers_restart_between_cells_past_their_memory_share_and_each_cell_tra
     assert not list(Paths.at(project).checkpoints.glob("*"))  # nor a lock file left behind
 
 
-def run_trivial_cells(client: Client, count: int) -> list[str]:
+def run_trivial_cells(client: Client, count: int) -> None:
     """Run `count` trivial cells on `client`'s cluster, each worker restarting after every cell
-    (a memory share of 0). Checks that each cell ran once and none failed; returns the keys."""
+    (a memory share of 0). Checks that each cell ran once and none failed."""
     cells = [trivial_cells.Cell(f"cell-{index}") for index in range(count)]
     started: list[str] = []
     done: list[str] = []
@@ -305,11 +309,6 @@ def run_trivial_cells(client: Client, count: int) -> list[str]:
     keys = [cell.key for cell in cells]
     assert sorted(done) == sorted(keys)
     assert Counter(started) == dict.fromkeys(keys, 1)  # each cell ran once: none cut off or rerun
-    return keys
-
-
-def restart_lines(output: str) -> list[str]:
-    return re.findall(r"^train: worker \S+ restarts after 1 cell:", output, re.M)
 
 
 def test_workers_restarted_after_every_cell_send_back_the_cells_sent_to_them(capsys) -> None:
@@ -318,7 +317,7 @@ def test_workers_restarted_after_every_cell_send_back_the_cells_sent_to_them(cap
     worker, instead of dying with its worker (a cell whose worker dies twice fails). The 20
     cells also outlast Dask's 15 s check for lost workers, which must not take a restarting
     worker away for good."""
-    with dask.config.set({recycling.SETTING: 0}), engine.connect(2) as client:
+    with engine.connect(2) as client:
         run_trivial_cells(client, 20)
         client.wait_for_workers(2, timeout=60)  # both workers are back after their last restart
     assert len(restart_lines(capsys.readouterr().out)) >= 10
